@@ -1,0 +1,119 @@
+"""Attention: the weighted sum that lets one position look at any other.
+
+The lecture builds it up in three steps:
+
+* RNN + attention: the context vector c_t = Σ_i softmax_i(<s_t, h_i>) h_i lets the decoder
+  state s_t pick the encoder states h_i it needs.
+* Self-attention: the same weighted sum inside one sequence, h_2 = Σ_i softmax_i(<h_2, h_i>) h_i,
+  which cuts the recurrent chain; masked in the decoder so that s_4 never sees s_5.
+* Multi-head scaled dot-product attention (Vaswani et al. 2017, §3.2): learned projections
+  turn each vector into a query ("the question"), a key ("the answer") and a value ("the
+  meaning"); h heads attend in parallel and a final linear layer mixes their opinions.
+
+Masks are boolean and broadcast to (B, H, T_q, T_k): True marks a key the query may attend to.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def scaled_dot_product_attention(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    mask: torch.Tensor | None = None,
+    dropout: float = 0.0,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Attention(Q, K, V) = softmax(Q Kᵀ / √d_k) V, written out.
+
+    Args:
+        q: (B, H, T_q, d_k) queries; k: (B, H, T_k, d_k) keys; v: (B, H, T_k, d_k) values.
+        mask: boolean, broadcastable to (B, H, T_q, T_k); False entries get no weight.
+    Returns:
+        the attended values (B, H, T_q, d_k) and the attention weights (B, H, T_q, T_k).
+    """
+    scores = q @ k.transpose(-2, -1) / math.sqrt(q.size(-1))  # (B, H, T_q, T_k)
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.softmax(dim=-1)  # each row sums to 1 over the keys it may see
+    if dropout > 0.0:
+        weights = F.dropout(weights, p=dropout)
+    return weights @ v, weights  # (B, H, T_q, d_k), (B, H, T_q, T_k)
+
+
+def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
+    """(T, T) boolean mask, True on and below the diagonal: position t sees positions ≤ t."""
+    return torch.ones(length, length, dtype=torch.bool, device=device).tril()
+
+
+class MultiHeadAttention(nn.Module):
+    """MultiHead(Q, K, V) = Concat(head_1, …, head_h) W^O, head_i = Attention(Q W_i^Q, K W_i^K, V W_i^V).
+
+    The h heads' projections are stored side by side in one (d_model, d_model) matrix per role,
+    so ``q_proj(x)`` computes all of Q W_1^Q, …, Q W_h^Q at once and a reshape splits the heads.
+
+    ``impl="sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels);
+    ``impl="manual"`` runs :func:`scaled_dot_product_attention` above. Both give the same result
+    (tests/models/test_attention.py); asking for the weights always takes the written-out path.
+    """
+
+    def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
+        super().__init__()
+        if d_model % n_heads:
+            raise ValueError(f"d_model ({d_model}) must be divisible by n_heads ({n_heads})")
+        self.n_heads = n_heads
+        self.d_head = d_model // n_heads
+        self.dropout = dropout
+        self.impl = impl
+        self.q_proj = nn.Linear(d_model, d_model)  # W^Q: "the question"
+        self.k_proj = nn.Linear(d_model, d_model)  # W^K: "the answer"
+        self.v_proj = nn.Linear(d_model, d_model)  # W^V: "the meaning"
+        self.out_proj = nn.Linear(d_model, d_model)  # W^O: mixes the heads' outputs
+
+    def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.shape
+        return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_k)
+
+    def forward(
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        mask: torch.Tensor | None = None,
+        is_causal: bool = False,
+        need_weights: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Attend from ``query`` (B, T_q, C) to ``key``/``value`` (B, T_k, C).
+
+        ``mask`` is boolean, broadcastable to (B, H, T_q, T_k); ``is_causal`` adds the decoder's
+        look-ahead mask (query t sees keys ≤ t). Returns (B, T_q, C) and, when ``need_weights``,
+        the attention weights (B, H, T_q, T_k).
+        """
+        B, T_q, C = query.shape
+        q = self._split_heads(self.q_proj(query))  # (B, H, T_q, d_k)
+        k = self._split_heads(self.k_proj(key))  # (B, H, T_k, d_k)
+        v = self._split_heads(self.v_proj(value))  # (B, H, T_k, d_k)
+        dropout = self.dropout if self.training else 0.0
+
+        manual = need_weights or self.impl == "manual"
+        if is_causal and (manual or mask is not None):
+            # Only SDPA's fused kernel takes the look-ahead mask as a flag; fold it in otherwise.
+            look_ahead = causal_mask(T_q, query.device)  # (T_q, T_k), self-attention: T_q = T_k
+            mask = look_ahead if mask is None else mask & look_ahead
+            is_causal = False
+
+        weights = None
+        if manual:
+            out, weights = scaled_dot_product_attention(q, k, v, mask, dropout)
+        else:
+            out = F.scaled_dot_product_attention(
+                q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
+            )
+
+        out = out.transpose(1, 2).reshape(B, T_q, C)  # Concat(head_1, …, head_h): (B, T_q, C)
+        return self.out_proj(out), weights

@@ -1,0 +1,198 @@
+"""The Transformer of "Attention Is All You Need" (Vaswani et al. 2017).
+
+Read top to bottom: positional encoding, the feed-forward network, the encoder layer, the
+decoder layer, then the model that embeds, stacks N of each and projects to the vocabulary.
+
+The recurrent chain is gone: every position attends to every other in one step, so order must
+be told to the model by adding a positional encoding to the token embeddings (lecture §02.1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from seqlab.config import TransformerConfig
+from seqlab.models.attention import MultiHeadAttention
+from seqlab.models.interface import EncoderOutput
+
+
+class SinusoidalPositionalEncoding(nn.Module):
+    """PE(pos, 2i) = sin(pos / 10000^(2i/d_model)), PE(pos, 2i+1) = cos(pos / 10000^(2i/d_model)).
+
+    Fixed, not learned (the paper's choice): a buffer, so it is not saved in checkpoints.
+    """
+
+    def __init__(self, d_model: int, max_positions: int):
+        super().__init__()
+        position = torch.arange(max_positions, dtype=torch.float32)[:, None]  # (P, 1)
+        inv_freq = torch.exp(torch.arange(0, d_model, 2, dtype=torch.float32) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(max_positions, d_model)
+        pe[:, 0::2] = torch.sin(position * inv_freq)
+        pe[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
+        self.register_buffer("pe", pe, persistent=False)  # (P, C)
+
+    def forward(self, length: int) -> torch.Tensor:
+        return self.pe[:length]  # (T, C)
+
+
+class LearnedPositionalEmbedding(nn.Module):
+    """One learned vector per position (the lecture's "one-hot position through an FC layer")."""
+
+    def __init__(self, d_model: int, max_positions: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(max_positions, d_model) * d_model**-0.5)
+
+    def forward(self, length: int) -> torch.Tensor:
+        return self.weight[:length]  # (T, C)
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = max(0, x W_1 + b_1) W_2 + b_2, applied to each position separately."""
+
+    def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str):
+        super().__init__()
+        self.linear1 = nn.Linear(d_model, d_ff)
+        self.linear2 = nn.Linear(d_ff, d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.activation = F.relu if activation == "relu" else F.gelu
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear2(self.dropout(self.activation(self.linear1(x))))  # (B, T, C)
+
+
+class Sublayer(nn.Module):
+    """Residual connection and LayerNorm around a sub-layer.
+
+    post-LN (the paper): x = LayerNorm(x + Dropout(Sublayer(x)))
+    pre-LN (option):     x = x + Dropout(Sublayer(LayerNorm(x)))
+    """
+
+    def __init__(self, d_model: int, dropout: float, pre_norm: bool):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_model)
+        self.dropout = nn.Dropout(dropout)
+        self.pre_norm = pre_norm
+
+    def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        if self.pre_norm:
+            return x + self.dropout(sublayer(self.norm(x)))
+        return self.norm(x + self.dropout(sublayer(x)))
+
+
+class EncoderLayer(nn.Module):
+    """Self-attention over the source (h_2 = Σ_i softmax(<h_2, h_i>) h_i), then the FFN."""
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        pre = cfg.layer_norm == "pre"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.attention_impl)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation)
+        self.attn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.ffn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+
+    def forward(self, x: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """x: (B, S, C); src_mask: (B, 1, 1, S), True at real tokens, so <pad> keys get no weight."""
+        x = self.attn_block(x, lambda h: self.self_attn(h, h, h, mask=src_mask)[0])
+        return self.ffn_block(x, self.ffn)  # (B, S, C)
+
+
+class DecoderLayer(nn.Module):
+    """Masked self-attention, then encoder-decoder attention, then the FFN.
+
+    "Read the sentence so far → look at what matters in the source → predict the next word."
+    Self-attention is causal (s_4 = Σ_{i≤4} softmax(<s_4, s_i>) s_i; s_5 is the answer and must
+    stay hidden); encoder-decoder attention takes Q from the decoder and K, V from the encoder.
+    """
+
+    def __init__(self, cfg: TransformerConfig):
+        super().__init__()
+        pre = cfg.layer_norm == "pre"
+        self.self_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.attention_impl)
+        self.cross_attn = MultiHeadAttention(cfg.d_model, cfg.n_heads, cfg.attention_dropout, cfg.attention_impl)
+        self.ffn = FeedForward(cfg.d_model, cfg.d_ff, cfg.dropout, cfg.activation)
+        self.self_attn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.cross_attn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+        self.ffn_block = Sublayer(cfg.d_model, cfg.dropout, pre)
+
+    def forward(self, y: torch.Tensor, memory: torch.Tensor, src_mask: torch.Tensor) -> torch.Tensor:
+        """y: (B, T, C) target prefix states; memory: (B, S, C) encoder output; src_mask: (B, 1, 1, S).
+
+        Target <pad> needs no key mask: padding sits after the last real token, so the causal
+        mask already hides it from every real position (and outputs at <pad> are never scored).
+        """
+        y = self.self_attn_block(y, lambda s: self.self_attn(s, s, s, is_causal=True)[0])
+        y = self.cross_attn_block(y, lambda s: self.cross_attn(s, memory, memory, mask=src_mask)[0])
+        return self.ffn_block(y, self.ffn)  # (B, T, C)
+
+
+class Transformer(nn.Module):
+    """Encoder-decoder Transformer: embeddings + positions, N encoder and N decoder layers, output layer."""
+
+    def __init__(self, cfg: TransformerConfig, src_vocab_size: int, tgt_vocab_size: int, pad_id: int = 0):
+        super().__init__()
+        if cfg.share_embeddings and src_vocab_size != tgt_vocab_size:
+            raise ValueError("share_embeddings needs one vocabulary for source and target")
+        self.cfg = cfg
+        self.pad_id = pad_id
+        self.max_positions = cfg.max_positions
+        self.tgt_embed = nn.Embedding(tgt_vocab_size, cfg.d_model, padding_idx=pad_id)
+        self.src_embed = None if cfg.share_embeddings else nn.Embedding(src_vocab_size, cfg.d_model, padding_idx=pad_id)
+        position_cls = SinusoidalPositionalEncoding if cfg.positional == "sinusoidal" else LearnedPositionalEmbedding
+        self.positions = position_cls(cfg.d_model, cfg.max_positions)
+        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
+        self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
+        # Pre-LN leaves the residual stream un-normalised, so each stack ends with a LayerNorm.
+        pre = cfg.layer_norm == "pre"
+        self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.output_proj = None if cfg.tie_output else nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """Xavier-uniform matrices, N(0, d^-1/2) embeddings with a zero <pad> row (as fairseq)."""
+        for name, p in self.named_parameters():
+            if p.dim() == 2 and "embed" not in name and "positions" not in name:
+                nn.init.xavier_uniform_(p)
+            elif name.endswith("bias"):
+                nn.init.zeros_(p)
+        for emb in (self.src_embed, self.tgt_embed):
+            if emb is not None:
+                nn.init.normal_(emb.weight, std=self.cfg.d_model**-0.5)
+                nn.init.zeros_(emb.weight[self.pad_id])
+
+    def embed(self, tokens: torch.Tensor, table: nn.Embedding) -> torch.Tensor:
+        """Input embedding · √d_model + positional encoding (lecture §02.1.1-3)."""
+        T = tokens.size(1)
+        if T > self.max_positions:
+            raise ValueError(f"sequence of {T} tokens is longer than model.max_positions ({self.max_positions})")
+        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions(T)  # (B, T, C)
+        return self.embed_dropout(x)
+
+    def encode(self, src: torch.Tensor) -> EncoderOutput:
+        """src: (B, S) token ids, right-padded with <pad> → memory (B, S, C)."""
+        src_mask = src != self.pad_id  # (B, S)
+        attn_mask = src_mask[:, None, None, :]  # (B, 1, 1, S): broadcast over heads and queries
+        x = self.embed(src, self.src_embed if self.src_embed is not None else self.tgt_embed)
+        for layer in self.encoder_layers:
+            x = layer(x, attn_mask)
+        return EncoderOutput(memory=self.encoder_norm(x), src_mask=src_mask)
+
+    def decode(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
+        """tgt_in: (B, T) = <bos> + target shifted right → next-token logits (B, T, V)."""
+        y = self.embed(tgt_in, self.tgt_embed)
+        attn_mask = enc.src_mask[:, None, None, :]  # (B, 1, 1, S)
+        for layer in self.decoder_layers:
+            y = layer(y, enc.memory, attn_mask)
+        y = self.decoder_norm(y)  # (B, T, C)
+        if self.output_proj is None:
+            return F.linear(y, self.tgt_embed.weight)  # tied: ŷ = y Eᵀ, (B, T, V)
+        return self.output_proj(y)  # (B, T, V)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for every target position in one pass."""
+        return self.decode(tgt_in, self.encode(src))

@@ -1,0 +1,75 @@
+import pytest
+import torch
+from torch import nn
+
+from seqlab.models.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+
+
+def _copy_to_torch_mha(ours: MultiHeadAttention, d_model: int, n_heads: int) -> nn.MultiheadAttention:
+    ref = nn.MultiheadAttention(d_model, n_heads, batch_first=True)
+    with torch.no_grad():
+        ref.in_proj_weight.copy_(torch.cat([ours.q_proj.weight, ours.k_proj.weight, ours.v_proj.weight]))
+        ref.in_proj_bias.copy_(torch.cat([ours.q_proj.bias, ours.k_proj.bias, ours.v_proj.bias]))
+        ref.out_proj.weight.copy_(ours.out_proj.weight)
+        ref.out_proj.bias.copy_(ours.out_proj.bias)
+    return ref.eval()
+
+
+def _padding_mask(lengths, T):
+    return torch.arange(T)[None, :] < torch.tensor(lengths)[:, None]  # (B, T)
+
+
+def test_written_out_attention_is_softmax_of_scaled_scores():
+    torch.manual_seed(0)
+    q, k, v = torch.randn(3, 2, 2, 5, 4).unbind(0)
+    out, w = scaled_dot_product_attention(q, k, v)
+    expected_w = torch.softmax(q @ k.transpose(-1, -2) / 2.0, dim=-1)  # √d_k = 2
+    torch.testing.assert_close(w, expected_w)
+    torch.testing.assert_close(out, expected_w @ v)
+    torch.testing.assert_close(w.sum(-1), torch.ones(2, 2, 5))
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_manual_path_equals_sdpa_path(causal):
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval()
+    x = torch.randn(3, 7, 32)
+    mask = _padding_mask([7, 5, 2], 7)[:, None, None, :]
+    mha.impl = "sdpa"
+    fast, _ = mha(x, x, x, mask=mask, is_causal=causal)
+    mha.impl = "manual"
+    slow, weights = mha(x, x, x, mask=mask, is_causal=causal)
+    torch.testing.assert_close(fast, slow, atol=1e-6, rtol=1e-5)
+    assert weights.shape == (3, 4, 7, 7)
+    assert torch.all(weights[1, :, :, 5:] == 0), "padded keys must get zero weight"
+    if causal:
+        assert torch.all(weights.triu(1) == 0), "no query may attend to a later key"
+
+
+def test_causal_flag_alone_equals_explicit_mask():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(16, 2).eval()
+    x = torch.randn(2, 6, 16)
+    flagged, _ = mha(x, x, x, is_causal=True)
+    explicit, _ = mha(x, x, x, mask=causal_mask(6))
+    torch.testing.assert_close(flagged, explicit, atol=1e-6, rtol=1e-5)
+
+
+@pytest.mark.parametrize("impl", ["sdpa", "manual"])
+def test_equals_torch_multihead_attention(impl):
+    torch.manual_seed(0)
+    d, h = 32, 4
+    ours = MultiHeadAttention(d, h, impl=impl).eval()
+    ref = _copy_to_torch_mha(ours, d, h)
+    query, memory = torch.randn(3, 5, d), torch.randn(3, 9, d)
+    lengths = [9, 4, 1]
+    keep = _padding_mask(lengths, 9)
+    out, w = ours(query, memory, memory, mask=keep[:, None, None, :], need_weights=True)
+    ref_out, ref_w = ref(query, memory, memory, key_padding_mask=~keep, average_attn_weights=False)
+    torch.testing.assert_close(out, ref_out, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(w, ref_w, atol=1e-5, rtol=1e-5)
+
+
+def test_heads_must_divide_width():
+    with pytest.raises(ValueError, match="divisible"):
+        MultiHeadAttention(30, 4)
