@@ -1,0 +1,1 @@
+"""Data: built-in synthetic tasks, the checked parallel-text reader, subwords and batching."""

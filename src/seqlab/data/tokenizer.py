@@ -1,0 +1,86 @@
+"""Subword segmentation with sentencepiece (Kudo & Richardson 2018).
+
+``bpe`` (Sennrich et al. 2016) and ``unigram`` (Kudo 2018) learn subwords from the training data;
+``word`` and ``char`` are there for synthetic tasks and teaching. The four special tokens have
+fixed ids in every vocabulary: <pad>=0, <unk>=1, <bos>=2, <eos>=3. The trained model is saved
+in the run directory, so a checkpoint carries the exact segmentation it was trained with, and
+:meth:`Tokenizer.decode` turns ids back into plain (detokenized) text.
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Iterable
+from pathlib import Path
+
+import sentencepiece as spm
+
+from seqlab.config import TokenizerConfig
+from seqlab.errors import UserError
+
+PAD, UNK, BOS, EOS = 0, 1, 2, 3
+SPECIALS = {"pad": "<pad>", "unk": "<unk>", "bos": "<bos>", "eos": "<eos>"}
+
+
+class Tokenizer:
+    """A trained sentencepiece model: text ↔ token ids."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD, UNK, BOS, EOS
+
+    def __init__(self, model_proto: bytes):
+        self.model_proto = model_proto
+        self.sp = spm.SentencePieceProcessor(model_proto=model_proto)
+        if self.sp.pad_id() != PAD or self.sp.eos_id() != EOS or self.sp.bos_id() != BOS:
+            raise UserError("sentencepiece model does not use seqlab's special ids (<pad>=0 <unk>=1 <bos>=2 <eos>=3)")
+
+    @classmethod
+    def train(cls, sentences: Iterable[str], cfg: TokenizerConfig) -> "Tokenizer":
+        """Learn a vocabulary of at most ``cfg.vocab_size`` pieces from ``sentences``."""
+        proto = io.BytesIO()
+        spm.SentencePieceTrainer.train(
+            sentence_iterator=iter(sentences),
+            model_writer=proto,
+            model_type=cfg.type,
+            vocab_size=cfg.vocab_size,
+            character_coverage=cfg.character_coverage,
+            hard_vocab_limit=False,  # a small corpus gets the vocabulary it supports
+            input_sentence_size=2_000_000,
+            shuffle_input_sentence=True,
+            pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS,
+            pad_piece=SPECIALS["pad"], unk_piece=SPECIALS["unk"],
+            bos_piece=SPECIALS["bos"], eos_piece=SPECIALS["eos"],
+            minloglevel=2,
+            num_threads=1,  # sentencepiece's result depends on thread scheduling otherwise
+        )
+        return cls(proto.getvalue())
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Tokenizer":
+        path = Path(path)
+        try:
+            return cls(path.read_bytes())
+        except FileNotFoundError:
+            raise UserError(f"{path}: tokenizer model not found; is this a complete seqlab run directory?") from None
+        except (RuntimeError, OSError) as err:
+            raise UserError(f"{path}: not a sentencepiece model ({err})") from None
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_bytes(self.model_proto)
+
+    def __len__(self) -> int:
+        return self.sp.get_piece_size()
+
+    def encode(self, text: str) -> list[int]:
+        return self.sp.encode(text)
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return self.sp.encode(texts)
+
+    def pieces(self, text: str) -> list[str]:
+        return self.sp.encode(text, out_type=str)
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids → detokenized text; stops at the first <eos> and ignores <pad> and <bos>."""
+        if EOS in ids:
+            ids = ids[: ids.index(EOS)]
+        return self.sp.decode([i for i in ids if i not in (PAD, BOS)])

@@ -1,0 +1,159 @@
+"""Autoregressive search: at test time the decoder reads its own previous outputs.
+
+In training the decoder sees the true previous word (teacher forcing); at test time it only has
+its own guesses, so the translation is built one token at a time. Both searches here work on
+whole batches and on any model with the ``encode``/``decode`` contract of
+:mod:`seqlab.models.interface`.
+
+* greedy: take the most likely next token, y_t = argmax_y p(y | y_<t, x);
+* beam search: keep the K best prefixes by log-probability; a finished hypothesis is scored
+  with the length penalty of Wu et al. (2016), s(Y) = log P(Y | X) / lp(Y),
+  lp(Y) = ((5 + |Y|) / 6)^α, so that longer outputs are not unfairly punished.
+
+The output length is capped per sentence at ⌊max_len_ratio · |source|⌋ + max_len_extra tokens
+(including <eos>), where <eos> is forced.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+
+from seqlab.data.tokenizer import BOS, EOS, PAD
+
+
+@dataclass
+class Hypothesis:
+    tokens: list[int]  # generated ids, without <bos> and <eos>
+    score: float  # log-probability (greedy) or length-normalised log-probability (beam)
+
+
+def max_output_lengths(src: torch.Tensor, ratio: float, extra: int, limit: int) -> torch.Tensor:
+    """(B,) longest output allowed per sentence: ⌊ratio · |x|⌋ + extra, at most ``limit``."""
+    src_len = (src != PAD).sum(dim=1)
+    return (src_len.float() * ratio).floor().long().add(extra).clamp(1, limit)  # (B,)
+
+
+def length_penalty(length: int | torch.Tensor, alpha: float):
+    """lp(Y) = ((5 + |Y|) / 6)^α (Wu et al. 2016, eq. 14)."""
+    return ((5.0 + length) / 6.0) ** alpha
+
+
+def _next_log_probs(model, tokens: torch.Tensor, enc) -> torch.Tensor:
+    logits = model.decode(tokens, enc)[:, -1]  # (N, V): only the newest position matters
+    return torch.log_softmax(logits.float(), dim=-1)
+
+
+def _force_eos(logp: torch.Tensor, must_end: torch.Tensor) -> torch.Tensor:
+    """Rows where ``must_end`` may only produce <eos>."""
+    eos_only = torch.full_like(logp, float("-inf"))
+    eos_only[:, EOS] = 0.0
+    return torch.where(must_end[:, None], eos_only, logp)
+
+
+@torch.no_grad()
+def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_extra: int = 10) -> list[list[Hypothesis]]:
+    """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence."""
+    B = src.size(0)
+    enc = model.encode(src)
+    max_len = max_output_lengths(src, max_len_ratio, max_len_extra, model.max_positions - 1)
+    tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)  # (B, 1)
+    scores = torch.zeros(B, device=src.device)
+    finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    for t in range(int(max_len.max())):
+        logp = _force_eos(_next_log_probs(model, tokens, enc), t + 1 >= max_len)  # (B, V)
+        best_logp, best = logp.max(dim=-1)  # (B,), (B,)
+        best = best.masked_fill(finished, PAD)
+        scores += best_logp.masked_fill(finished, 0.0)
+        tokens = torch.cat([tokens, best[:, None]], dim=1)  # (B, t + 2)
+        finished |= best == EOS
+        if finished.all():
+            break
+    return [[Hypothesis(_strip(row), score)] for row, score in zip(tokens[:, 1:].tolist(), scores.tolist())]
+
+
+@torch.no_grad()
+def beam_search(
+    model,
+    src: torch.Tensor,
+    beam_size: int = 5,
+    length_penalty_alpha: float = 1.0,
+    max_len_ratio: float = 1.5,
+    max_len_extra: int = 10,
+    nbest: int = 1,
+) -> list[list[Hypothesis]]:
+    """Batched beam search over all sentences and beams at once; ``nbest`` best per sentence.
+
+    Per step, each of the K live beams of a sentence proposes its V continuations; of the K·V
+    candidates the top 2K are kept. Those among the top K that end in <eos> join the sentence's
+    finished list (scored with the length penalty); the best K that do not end in <eos> become
+    the new live beams. A sentence is done once it has K finished hypotheses (as in fairseq), so
+    beam size 1 is exactly greedy search.
+    """
+    B, K, device = src.size(0), beam_size, src.device
+    nbest = min(nbest, K)
+    max_len = max_output_lengths(src, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
+    L = int(max_len.max())
+    enc = model.encode(src).index_select(torch.arange(B, device=device).repeat_interleave(K))  # B·K rows
+
+    tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (B·K, 1) live prefixes
+    beam_scores = torch.full((B, K), float("-inf"), device=device)
+    beam_scores[:, 0] = 0.0  # all K beams start identical: let only the first one propose
+    fin_scores = torch.full((B, K), float("-inf"), device=device)  # length-normalised
+    fin_tokens = torch.full((B, K, L), PAD, dtype=torch.long, device=device)
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    rank = torch.arange(2 * K, device=device)
+
+    for t in range(L):
+        must_end = (t + 1 >= max_len).repeat_interleave(K)  # (B·K,)
+        logp = _force_eos(_next_log_probs(model, tokens, enc), must_end)  # (B·K, V)
+        V = logp.size(-1)
+        candidates = (beam_scores.view(B * K, 1) + logp).view(B, K * V)  # (B, K·V)
+        top_scores, top_ids = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
+        beam_of, token = top_ids // V, top_ids % V  # (B, 2K) each
+        prefix_rows = (torch.arange(B, device=device)[:, None] * K + beam_of)  # (B, 2K) rows of `tokens`
+        is_eos = token == EOS
+
+        # Candidates ending in <eos> among the top K finish; merge them into the finished lists.
+        finishing = is_eos & (rank[: top_ids.size(1)] < K) & ~done[:, None] & torch.isfinite(top_scores)
+        new_fin_scores = torch.where(finishing, top_scores / length_penalty(t + 1, length_penalty_alpha), float("-inf"))
+        new_fin_tokens = torch.full((B, top_ids.size(1), L), PAD, dtype=torch.long, device=device)
+        new_fin_tokens[:, :, :t] = tokens[prefix_rows.view(-1), 1:].view(B, top_ids.size(1), t)
+        new_fin_tokens[:, :, t] = EOS
+        all_scores = torch.cat([fin_scores, new_fin_scores], dim=1)  # (B, 3K)
+        fin_scores, keep = all_scores.topk(K, dim=1)
+        fin_tokens = torch.cat([fin_tokens, new_fin_tokens], dim=1).gather(1, keep[:, :, None].expand(-1, -1, L))
+
+        # The best K candidates that do not end in <eos> stay alive.
+        alive_scores = top_scores.masked_fill(is_eos, float("-inf"))
+        beam_scores, pick = alive_scores.topk(K, dim=1)  # (B, K)
+        rows = prefix_rows.gather(1, pick).view(-1)  # (B·K,)
+        tokens = torch.cat([tokens[rows], token.gather(1, pick).view(-1, 1)], dim=1)  # (B·K, t + 2)
+
+        done |= torch.isfinite(fin_scores).all(dim=1) | (t + 1 >= max_len)
+        if done.all():
+            break
+
+    results = []
+    for scores, seqs in zip(fin_scores[:, :nbest].tolist(), fin_tokens[:, :nbest].tolist()):
+        results.append([Hypothesis(_strip(s), sc) for s, sc in zip(seqs, scores) if math.isfinite(sc)])
+    return results
+
+
+def search(model, src: torch.Tensor, beam_size: int = 1, length_penalty_alpha: float = 1.0,
+           max_len_ratio: float = 1.5, max_len_extra: int = 10, nbest: int = 1) -> list[list[Hypothesis]]:
+    """Greedy search for ``beam_size == 1`` and ``nbest == 1``, beam search otherwise."""
+    if beam_size < 1:
+        raise ValueError(f"beam size must be at least 1 (got {beam_size})")
+    if beam_size == 1 and nbest == 1:
+        return greedy_search(model, src, max_len_ratio, max_len_extra)
+    return beam_search(model, src, beam_size, length_penalty_alpha, max_len_ratio, max_len_extra, nbest)
+
+
+def _strip(ids: list[int]) -> list[int]:
+    """Generated ids up to (not including) the first <eos>, without <pad>."""
+    if EOS in ids:
+        ids = ids[: ids.index(EOS)]
+    return [i for i in ids if i != PAD]

@@ -1,0 +1,83 @@
+"""A run directory: what ``seqlab train`` writes and what ``translate``/``evaluate`` read.
+
+    RUN_DIR/
+      config.yaml                       the validated config the run started with
+      tokenizer.model                   sentencepiece model (joint vocabulary), or
+      tokenizer.src.model, .tgt.model   one per side (tokenizer.joint: false)
+      checkpoint_best.safetensors/.json best by the validation metric
+      checkpoint_last.safetensors/.json latest, with optimizer and data position for --resume
+      train.log                         what the progress bar showed, as text
+      tensorboard/                      loss, lr, PPL and BLEU curves (tensorboard --logdir RUN_DIR)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from seqlab.config import Config, parse_config
+from seqlab.data.tokenizer import Tokenizer
+from seqlab.errors import UserError
+from seqlab.models import build_model
+from seqlab.training.checkpoint import model_state, read_checkpoint
+
+BEST, LAST = "checkpoint_best.safetensors", "checkpoint_last.safetensors"
+
+
+def tokenizer_files(joint: bool) -> dict[str, str]:
+    if joint:
+        return {"src": "tokenizer.model", "tgt": "tokenizer.model"}
+    return {"src": "tokenizer.src.model", "tgt": "tokenizer.tgt.model"}
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A checkpoint file, or a run directory (its best checkpoint, else its last)."""
+    path = Path(path)
+    if path.is_dir():
+        for name in (BEST, LAST):
+            if (path / name).exists():
+                return path / name
+        raise UserError(f"{path}: no {BEST} or {LAST} in this directory; is it a seqlab run directory?")
+    if not path.exists():
+        raise UserError(f"{path}: no such checkpoint or run directory")
+    return path
+
+
+def pick_device(name: str = "auto") -> torch.device:
+    if name == "cuda" and not torch.cuda.is_available():
+        raise UserError("train.device: cuda was asked for but no CUDA device is available; use auto or cpu")
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    return torch.device(name)
+
+
+@dataclass
+class LoadedModel:
+    model: torch.nn.Module
+    src_tok: Tokenizer
+    tgt_tok: Tokenizer
+    config: Config
+    meta: dict[str, Any]
+    path: Path
+
+
+def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
+    """Model, tokenizers and config from a checkpoint file or run directory, ready for inference."""
+    ckpt = resolve_checkpoint(path)
+    tensors, meta = read_checkpoint(ckpt)
+    cfg = parse_config(meta["config"], source=f"{ckpt} (stored config)")
+    files = meta["tokenizers"]
+    src_tok, tgt_tok = Tokenizer.load(ckpt.parent / files["src"]), Tokenizer.load(ckpt.parent / files["tgt"])
+    if (len(src_tok), len(tgt_tok)) != (meta["vocab_sizes"]["src"], meta["vocab_sizes"]["tgt"]):
+        raise UserError(f"{ckpt.parent}: the tokenizer vocabularies ({len(src_tok)}/{len(tgt_tok)}) do not match the "
+                        f"checkpoint's ({meta['vocab_sizes']['src']}/{meta['vocab_sizes']['tgt']}); "
+                        "use the tokenizer files saved with this checkpoint")
+    model = build_model(cfg.model, len(src_tok), len(tgt_tok))
+    try:
+        model.load_state_dict(model_state(tensors, meta))
+    except RuntimeError as err:
+        raise UserError(f"{ckpt}: weights do not fit the stored model config ({str(err).splitlines()[0]})") from None
+    return LoadedModel(model.to(device).eval(), src_tok, tgt_tok, cfg, meta, ckpt)

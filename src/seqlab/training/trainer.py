@@ -1,0 +1,283 @@
+"""The one training loop, for every model.
+
+Every input is checked before anything is written: the config (already validated), the corpora
+(line counts, UTF-8, empty pairs), the run directory. Then: train or load the tokenizers, build
+the model, and run teacher-forced steps with Adam and the warm-up / inverse-√step schedule,
+validating every ``train.valid_every`` steps (dev loss, PPL, BLEU), keeping the best and the
+last checkpoint, and stopping early when the metric stops improving.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm import tqdm
+
+from seqlab import __version__
+from seqlab.config import Config, DecodeConfig, config_to_yaml
+from seqlab.data.batching import Example, batch_indices, collate, encode_pairs
+from seqlab.data.reader import ParallelCorpus, read_parallel
+from seqlab.data.tokenizer import Tokenizer
+from seqlab.errors import UserError
+from seqlab.evaluation import EvaluationResult, evaluate
+from seqlab.models import build_model, count_parameters
+from seqlab.runs import BEST, LAST, pick_device, tokenizer_files
+from seqlab.training.checkpoint import model_state, read_checkpoint, restore_optimizer, save_checkpoint
+from seqlab.training.loss import token_cross_entropy
+from seqlab.training.schedule import learning_rate
+
+
+@dataclass
+class TrainState:
+    """Where training stands; saved in every checkpoint so ``--resume`` continues exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    next_batch: int = 0  # index of the next batch in this epoch's (seeded) batch order
+    best_metric: float | None = None
+    validations_without_improvement: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    state: TrainState
+    stop_reason: str
+    last_validation: dict[str, Any] | None
+
+
+class RunLog:
+    """Messages go to the terminal (above the progress bar) and to RUN_DIR/train.log."""
+
+    def __init__(self, path: Path, quiet: bool):
+        self.path, self.quiet = path, quiet
+
+    def __call__(self, message: str) -> None:
+        if not self.quiet:
+            tqdm.write(message, file=sys.stderr)
+        with open(self.path, "a", encoding="utf-8") as f:
+            f.write(message + "\n")
+
+
+def _check_run_dir(run_dir: Path, resume: bool) -> None:
+    has_run = (run_dir / LAST).exists()
+    if resume and not has_run:
+        raise UserError(f"run_dir {run_dir}: no {LAST} to resume from; drop --resume to start a new run")
+    if not resume and run_dir.exists() and any(run_dir.glob("checkpoint_*.safetensors")):
+        raise UserError(f"run_dir {run_dir}: already holds a run; pass --resume to continue it, or set another "
+                        f"run_dir (e.g. --set run_dir={run_dir}-2). Nothing was changed.")
+    parent = run_dir if run_dir.exists() else next(p for p in run_dir.parents if p.exists())
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"run_dir {run_dir}: {parent} is not a writable directory; choose another run_dir")
+
+
+def _read_corpora(cfg: Config) -> tuple[ParallelCorpus, ParallelCorpus | None]:
+    train = read_parallel(cfg.data.train.src, cfg.data.train.tgt)
+    dev = read_parallel(cfg.data.dev.src, cfg.data.dev.tgt) if cfg.data.dev else None
+    if dev is not None and cfg.train.valid_max_sentences:
+        n = cfg.train.valid_max_sentences
+        dev = ParallelCorpus(dev.src[:n], dev.tgt[:n], dev.line_numbers[:n], dev.report)
+    return train, dev
+
+
+def _tokenizers(cfg: Config, corpus: ParallelCorpus, resume: bool) -> tuple[Tokenizer, Tokenizer]:
+    files = tokenizer_files(cfg.tokenizer.joint)
+    if resume:
+        return Tokenizer.load(cfg.run_dir / files["src"]), Tokenizer.load(cfg.run_dir / files["tgt"])
+    if cfg.tokenizer.joint:
+        joint = Tokenizer.train(corpus.src + corpus.tgt, cfg.tokenizer)
+        return joint, joint
+    return Tokenizer.train(corpus.src, cfg.tokenizer), Tokenizer.train(corpus.tgt, cfg.tokenizer)
+
+
+def _checkpoint_meta(cfg: Config, state: TrainState, src_tok: Tokenizer, tgt_tok: Tokenizer,
+                     metrics: dict[str, Any] | None) -> dict[str, Any]:
+    return {
+        "seqlab_version": __version__,
+        "config": cfg.model_dump(mode="json"),
+        "tokenizers": tokenizer_files(cfg.tokenizer.joint),
+        "vocab_sizes": {"src": len(src_tok), "tgt": len(tgt_tok)},
+        "state": vars(state),
+        "metrics": metrics,
+    }
+
+
+def _validate(model, cfg: Config, dev: ParallelCorpus, src_tok, tgt_tok, device) -> EvaluationResult:
+    """Dev loss and PPL under teacher forcing, then greedy decoding for BLEU (fast enough to run often)."""
+    greedy = DecodeConfig(**dict(cfg.decode.model_dump(), beam_size=1))
+    return evaluate(model, src_tok, tgt_tok, dev.src, dev.tgt, greedy, device, cfg.train.max_tokens)
+
+
+def _improved(metric: str, value: float, best: float | None) -> bool:
+    if best is None:
+        return True
+    return value > best if metric == "bleu" else value < best
+
+
+def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResult:
+    """Train ``cfg.model`` on ``cfg.data``; returns where the run stands when it stops."""
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+    device = pick_device(cfg.train.device)
+    run_dir = Path(cfg.run_dir)
+
+    # 1. Check every input before writing anything.
+    train_corpus, dev_corpus = _read_corpora(cfg)
+    _check_run_dir(run_dir, resume)
+    resume_tensors, resume_meta = read_checkpoint(run_dir / LAST) if resume else (None, None)
+    if resume_meta is not None:
+        stored = resume_meta["config"]
+        for section in ("model", "tokenizer"):
+            mine = getattr(cfg, section).model_dump(mode="json")
+            for key, value in stored[section].items():
+                if mine.get(key) != value:
+                    raise UserError(f"--resume: config key {section}.{key} is {mine.get(key)!r} but the checkpoint in "
+                                    f"{run_dir} was trained with {value!r}; restore it or start a new run_dir")
+
+    torch.manual_seed(cfg.train.seed)
+    src_tok, tgt_tok = _tokenizers(cfg, train_corpus, resume)
+    examples, report = encode_pairs(train_corpus, src_tok, tgt_tok, cfg.data.max_len)
+    if not examples:
+        raise UserError(f"{cfg.data.train.src}: no training pairs left after filtering ({report.summary('train')}); "
+                        f"raise data.max_len or check the files")
+
+    # 2. The run directory.
+    run_dir.mkdir(parents=True, exist_ok=True)
+    log = RunLog(run_dir / "train.log", quiet=not progress)
+    if not resume:
+        for side, name in tokenizer_files(cfg.tokenizer.joint).items():
+            (src_tok if side == "src" else tgt_tok).save(run_dir / name)
+        (run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+    log(report.summary(f"train {cfg.data.train.src}|{cfg.data.train.tgt}"))
+    if dev_corpus is not None:
+        log(dev_corpus.report.summary(f"dev   {cfg.data.dev.src}|{cfg.data.dev.tgt}"))
+
+    # 3. Model, optimizer, and the state to resume from.
+    model = build_model(cfg.model, len(src_tok), len(tgt_tok)).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr(), betas=cfg.train.adam_betas,
+                                 eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+    state = TrainState()
+    if resume_meta is not None:
+        model.load_state_dict(model_state(resume_tensors, resume_meta))
+        restore_optimizer(optimizer, resume_tensors, resume_meta["optimizer"])
+        torch.set_rng_state(resume_tensors["rng.torch"])
+        state = TrainState(**resume_meta["state"])
+        log(f"resumed from {run_dir / LAST} at step {state.step}")
+    log(f"model: {cfg.model.kind}, {count_parameters(model):,} parameters; vocabulary {len(src_tok)}/{len(tgt_tok)}; "
+        f"device {device}, {torch.get_num_threads()} threads")
+
+    from torch.utils.tensorboard import SummaryWriter  # imported late: slow, and only needed here
+
+    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    lengths = [max(len(e.src), len(e.tgt)) + 1 for e in examples]
+    started = time.monotonic()
+    bar = tqdm(total=cfg.train.max_steps, initial=state.step, unit="step", disable=not progress, dynamic_ncols=True)
+    last_validation: dict[str, Any] | None = None
+    window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
+    window_tokens, window_start = 0, time.monotonic()
+    peak_lr = cfg.peak_lr()
+    validated_at = state.step
+
+    def run_validation() -> bool:
+        """Validate, checkpoint, and return True when early stopping says stop."""
+        nonlocal last_validation, validated_at
+        validated_at = state.step
+        metrics: dict[str, Any] = {"step": state.step}
+        improved = True
+        if dev_corpus is not None:
+            result = _validate(model, cfg, dev_corpus, src_tok, tgt_tok, device)
+            value = result.scores.bleu if cfg.train.metric == "bleu" else result.nll_per_token
+            metrics.update(loss=result.nll_per_token, ppl=result.ppl, bleu=result.scores.bleu,
+                           chrf=result.scores.chrf, exact_match=result.scores.exact_match)
+            improved = _improved(cfg.train.metric, value, state.best_metric)
+            if improved:
+                state.best_metric = value
+                state.validations_without_improvement = 0
+            else:
+                state.validations_without_improvement += 1
+            for k in ("loss", "ppl", "bleu", "chrf", "exact_match"):
+                writer.add_scalar(f"valid/{k}", metrics[k], state.step)
+            log(f"step {state.step:>7} | valid loss {result.nll_per_token:.4f} | PPL {result.ppl:.3f} | "
+                f"BLEU {result.scores.bleu:.2f} | chrF {result.scores.chrf:.2f} | "
+                f"exact {result.scores.exact_match:.1f}%" + ("  *best*" if improved else ""))
+        state.history.append(metrics)
+        last_validation = metrics
+        meta = _checkpoint_meta(cfg, state, src_tok, tgt_tok, metrics)
+        save_checkpoint(run_dir / LAST, model, meta, optimizer)
+        if improved:
+            save_checkpoint(run_dir / BEST, model, meta)
+        patience = cfg.train.patience
+        return dev_corpus is not None and patience is not None and state.validations_without_improvement >= patience
+
+    stop_reason = ""
+    try:
+        while not stop_reason:
+            order = batch_indices(lengths, cfg.train.max_tokens, shuffle=True, seed=cfg.train.seed + state.epoch)
+            while state.next_batch < len(order) and not stop_reason:
+                batch = collate([examples[i] for i in order[state.next_batch]]).to(device)
+                lr = learning_rate(state.step + 1, cfg.train.schedule, peak_lr, cfg.train.warmup_steps)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+
+                model.train()
+                logits = model(batch.src, batch.tgt_in)  # (B, T, V), teacher forcing
+                loss_sum = token_cross_entropy(logits, batch.tgt_out, cfg.train.label_smoothing)
+                optimizer.zero_grad(set_to_none=True)
+                (loss_sum / batch.n_tgt_tokens).backward()
+                if cfg.train.clip_norm > 0:
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
+                optimizer.step()
+                state.step += 1
+                state.next_batch += 1
+                window_loss += loss_sum.detach()
+                window_tokens += batch.n_tgt_tokens
+                bar.update(1)
+
+                if state.step % cfg.train.log_every == 0:
+                    elapsed = time.monotonic() - window_start
+                    loss = window_loss.item() / window_tokens
+                    tok_s = window_tokens / max(elapsed, 1e-9)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch)
+                    writer.add_scalar("train/loss", loss, state.step)
+                    writer.add_scalar("train/lr", lr, state.step)
+                    writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
+                    with open(run_dir / "train.log", "a", encoding="utf-8") as f:
+                        f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
+                    window_loss.zero_()
+                    window_tokens, window_start = 0, time.monotonic()
+
+                if state.step % cfg.train.valid_every == 0 and run_validation():
+                    stop_reason = f"early stopping: no improvement in {cfg.train.metric} for {cfg.train.patience} validations"
+                elif state.step >= cfg.train.max_steps:
+                    stop_reason = f"reached train.max_steps ({cfg.train.max_steps})"
+                elif cfg.train.max_minutes and time.monotonic() - started > 60 * cfg.train.max_minutes:
+                    stop_reason = f"reached train.max_minutes ({cfg.train.max_minutes})"
+            if state.next_batch >= len(order):
+                state.epoch += 1
+                state.next_batch = 0
+                if cfg.train.max_epochs and state.epoch >= cfg.train.max_epochs and not stop_reason:
+                    stop_reason = f"reached train.max_epochs ({cfg.train.max_epochs})"
+        if validated_at != state.step:
+            run_validation()
+    except KeyboardInterrupt:
+        bar.close()
+        save_checkpoint(run_dir / LAST, model, _checkpoint_meta(cfg, state, src_tok, tgt_tok, last_validation), optimizer)
+        writer.close()
+        raise UserError(f"interrupted at step {state.step}; checkpoint saved to {run_dir / LAST}. "
+                        f"Continue with: seqlab train CONFIG --resume") from None
+    bar.close()
+    writer.close()
+    minutes = (time.monotonic() - started) / 60
+    log(f"stopped at step {state.step} after {minutes:.1f} min: {stop_reason}")
+    if dev_corpus is not None and state.best_metric is not None:
+        shown = f"{state.best_metric:.2f}" if cfg.train.metric == "bleu" else f"{math.exp(state.best_metric):.3f} PPL"
+        log(f"best validation {cfg.train.metric}: {shown} → {run_dir / BEST}")
+    return TrainResult(run_dir, state, stop_reason, last_validation)

@@ -1,0 +1,112 @@
+import math
+
+import pytest
+import torch
+from torch import nn
+
+from seqlab.config import TransformerConfig
+from seqlab.data.tokenizer import BOS, EOS, PAD
+from seqlab.decoding.search import beam_search, greedy_search, length_penalty, search
+from seqlab.models import build_model
+from seqlab.models.interface import EncoderOutput
+
+A, B = 4, 5
+
+
+class BigramModel(nn.Module):
+    """A stand-in decoder whose next-token distribution depends only on the previous token."""
+
+    max_positions = 64
+
+    def __init__(self, probs: dict[int, dict[int, float]], vocab: int = 6):
+        super().__init__()
+        table = torch.full((vocab, vocab), -1e9)
+        for prev, row in probs.items():
+            for tok, p in row.items():
+                table[prev, tok] = math.log(p)
+        self.table = table
+
+    def encode(self, src):
+        return EncoderOutput(torch.zeros(*src.shape, 1), src != PAD)
+
+    def decode(self, tgt_in, enc):
+        return self.table[tgt_in]  # (B, T, V) logits
+
+
+# Greedy takes A (0.6) and wanders; beam search finds B <eos> with probability 0.4 · 0.99.
+TRAP = BigramModel({BOS: {A: 0.6, B: 0.4}, A: {A: 0.4, B: 0.3, EOS: 0.3}, B: {EOS: 0.99, A: 0.01}})
+
+
+def random_transformer(seed=0):
+    torch.manual_seed(seed)
+    cfg = TransformerConfig(d_model=32, n_heads=4, n_encoder_layers=2, n_decoder_layers=2, d_ff=64, dropout=0.0,
+                            max_positions=64)
+    return build_model(cfg, 20, 20).eval()
+
+
+def sources(lengths, vocab=20, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.full((len(lengths), max(lengths) + 1), PAD)
+    for i, n in enumerate(lengths):
+        src[i, :n] = torch.randint(4, vocab, (n,), generator=g)
+        src[i, n] = EOS
+    return src
+
+
+def test_beam_search_finds_what_greedy_misses():
+    src = torch.tensor([[A, A, EOS]])
+    greedy = greedy_search(TRAP, src, max_len_ratio=1.0, max_len_extra=3)[0][0]
+    beam = beam_search(TRAP, src, beam_size=2, length_penalty_alpha=0.0, max_len_ratio=1.0, max_len_extra=3)[0][0]
+    assert greedy.tokens[0] == A
+    assert beam.tokens == [B]
+    assert beam.score == pytest.approx(math.log(0.4 * 0.99), abs=1e-5)
+    assert beam.score > greedy.score
+
+
+def test_nbest_is_sorted_and_distinct():
+    src = torch.tensor([[A, A, EOS]])
+    hyps = beam_search(TRAP, src, beam_size=4, length_penalty_alpha=0.0, max_len_ratio=1.0, max_len_extra=3, nbest=4)[0]
+    assert len(hyps) == 4
+    scores = [h.score for h in hyps]
+    assert scores == sorted(scores, reverse=True)
+    assert len({tuple(h.tokens) for h in hyps}) == 4
+    assert hyps[1].tokens == [A]  # A <eos>: 0.6 · 0.3 = 0.18, the runner-up
+
+
+def test_length_penalty_of_wu_et_al():
+    assert length_penalty(1, 1.0) == pytest.approx(1.0)
+    assert length_penalty(7, 0.6) == pytest.approx((12 / 6) ** 0.6)
+    assert length_penalty(10, 0.0) == 1.0
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_beam_size_one_equals_greedy(seed):
+    model = random_transformer(seed)
+    src = sources([5, 9, 3, 7], seed=seed)
+    greedy = greedy_search(model, src, 1.5, 5)
+    beam = beam_search(model, src, beam_size=1, max_len_ratio=1.5, max_len_extra=5)
+    assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam]
+
+
+def test_batched_search_equals_one_sentence_at_a_time():
+    model = random_transformer(3)
+    lengths = [6, 2, 9]
+    src = sources(lengths, seed=3)
+    for algo in (lambda s: greedy_search(model, s, 1.5, 4), lambda s: beam_search(model, s, 3, 1.0, 1.5, 4)):
+        together = [h[0].tokens for h in algo(src)]
+        alone = [algo(src[i : i + 1, : n + 1])[0][0].tokens for i, n in enumerate(lengths)]
+        assert together == alone
+
+
+def test_outputs_respect_the_length_limit():
+    model = random_transformer(4)
+    src = sources([4, 8])
+    for hyps in (greedy_search(model, src, 0.5, 1), beam_search(model, src, 3, 1.0, 0.5, 1, nbest=3)):
+        for h, n in zip(hyps, [4, 8]):
+            # +1: the source's <eos> counts toward its length; the limit includes the output's <eos>
+            assert all(len(x.tokens) + 1 <= math.floor(0.5 * (n + 1)) + 1 for x in h)
+
+
+def test_search_validates_beam_size():
+    with pytest.raises(ValueError, match="beam size"):
+        search(TRAP, torch.tensor([[A, EOS]]), beam_size=0)

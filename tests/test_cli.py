@@ -1,0 +1,143 @@
+"""The command line: the main job end to end, and one test per bad input (message + nothing written)."""
+
+import json
+
+import pytest
+import yaml
+
+from seqlab.cli import main
+from tests.conftest import tiny_config_tree
+
+
+def run_cli(args, capsys, stdin=None, monkeypatch=None):
+    if stdin is not None:
+        import io
+
+        monkeypatch.setattr("sys.stdin", io.StringIO(stdin))
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+        raise SystemExit(0)
+    out, err = capsys.readouterr()
+    return exit_info.value.code or 0, out, err
+
+
+def write_config(tmp_path, tree):
+    path = tmp_path / "c.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    return path
+
+
+def assert_one_line_error(code, err, *needles):
+    assert code == 2
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("seqlab: error: "), err
+    for needle in needles:
+        assert needle in lines[0], (needle, lines[0])
+    assert "Traceback" not in err
+
+
+def test_train_translate_evaluate_end_to_end(reverse_data, tmp_path, capsys, monkeypatch):
+    run = tmp_path / "run"
+    config = write_config(tmp_path, tiny_config_tree(reverse_data, run))
+    code, _, err = run_cli(["train", str(config), "--quiet", "--set", "train.max_steps=8"], capsys)
+    assert code == 0, err
+    assert "run saved in" in err
+
+    code, out, err = run_cli(["translate", "--ckpt", str(run), "--beam", "2"], capsys, stdin="a b c\nd e\n",
+                             monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+
+    code, out, _ = run_cli(["translate", "--ckpt", str(run), "--beam", "3", "--nbest", "2", "-i",
+                            str(reverse_data / "test.src"), "-o", str(tmp_path / "hyp.txt")], capsys)
+    assert code == 0
+    nbest = (tmp_path / "hyp.txt").read_text().splitlines()
+    assert len(nbest) == 40 and nbest[0].startswith("0 ||| ") and nbest[1].startswith("0 ||| ")
+
+    code, out, _ = run_cli(["evaluate", "--ckpt", str(run), "--src", str(reverse_data / "test.src"),
+                            "--ref", str(reverse_data / "test.tgt"), "--json", str(tmp_path / "s.json")], capsys)
+    assert code == 0
+    for needle in ("PPL", "BLEU", "n-gram precisions", "BP", "chrF", "nrefs:1|case:mixed", "src:", "hyp:"):
+        assert needle in out
+    scores = json.loads((tmp_path / "s.json").read_text())
+    assert scores["ppl"] > 1 and len(scores["precisions"]) == 4 and 0 <= scores["bleu"] <= 100
+
+
+def test_info_prints_the_paper_base_parameter_count(capsys):
+    from tests.models.test_transformer import expected_parameter_count
+
+    code, out, _ = run_cli(["info", "configs/transformer_base.yaml"], capsys)
+    assert code == 0
+    assert f"{expected_parameter_count(512, 6, 6, 2048, 37000):,} parameters" in out
+
+
+def test_unequal_line_counts(reverse_data, tmp_path, capsys):
+    (reverse_data / "train.tgt").write_text("\n".join((reverse_data / "train.tgt").read_text().splitlines()[:-1]) + "\n")
+    config = write_config(tmp_path, tiny_config_tree(reverse_data, tmp_path / "run"))
+    code, _, err = run_cli(["train", str(config)], capsys)
+    assert_one_line_error(code, err, "train.src has 300 lines", "train.tgt has 299", "line 300")
+    assert not (tmp_path / "run").exists()
+
+
+def test_invalid_utf8(reverse_data, tmp_path, capsys):
+    with open(reverse_data / "train.src", "ab") as f:
+        f.write(b"caf\xe9\n")
+    with open(reverse_data / "train.tgt", "a") as f:
+        f.write("x\n")
+    config = write_config(tmp_path, tiny_config_tree(reverse_data, tmp_path / "run"))
+    code, _, err = run_cli(["train", str(config)], capsys)
+    assert_one_line_error(code, err, "train.src:301: invalid UTF-8", "iconv")
+    assert not (tmp_path / "run").exists()
+
+
+def test_empty_pairs_and_long_pairs_are_counted(reverse_data, tmp_path, capsys):
+    src, tgt = reverse_data / "train.src", reverse_data / "train.tgt"
+    src.write_text(src.read_text() + "\n" + " ".join("a" * 40) + "\n")
+    tgt.write_text(tgt.read_text() + "b\n" + " ".join("a" * 40) + "\n")
+    tree = tiny_config_tree(reverse_data, tmp_path / "run")
+    tree["train"]["max_steps"] = 1
+    config = write_config(tmp_path, tree)
+    code, _, err = run_cli(["train", str(config)], capsys)
+    assert code == 0, err
+    assert "300 pairs; skipped 1 with an empty side (first at line 301); dropped 1 over the length limit (first at line 302)" in err
+
+
+@pytest.mark.parametrize("change, needles", [
+    ({"model": {"n_layers": 2}}, ["unknown key 'model.n_layers'"]),
+    ({"train": {"lr": "fast"}}, ["key 'train.lr'", "'fast'"]),
+    ({"train": {"max_tokens": -5}}, ["key 'train.max_tokens'", "greater than 0"]),
+    ({"model": {"d_model": 30, "n_heads": 4}}, ["model.d_model (30) must be divisible by model.n_heads (4)"]),
+    ({"decode": {"beam_size": 0}}, ["key 'decode.beam_size'"]),
+])
+def test_bad_config_values(reverse_data, tmp_path, capsys, change, needles):
+    tree = tiny_config_tree(reverse_data, tmp_path / "run")
+    for section, values in change.items():
+        tree[section].update(values)
+    code, _, err = run_cli(["train", str(write_config(tmp_path, tree))], capsys)
+    assert_one_line_error(code, err, *needles)
+    assert not (tmp_path / "run").exists()
+
+
+def test_bad_set_override(reverse_data, tmp_path, capsys):
+    config = write_config(tmp_path, tiny_config_tree(reverse_data, tmp_path / "run"))
+    code, _, err = run_cli(["train", str(config), "--set", "train.max_stpes=3"], capsys)
+    assert_one_line_error(code, err, "unknown key 'train.max_stpes'")
+
+
+def test_missing_files(reverse_data, tmp_path, capsys):
+    code, _, err = run_cli(["train", str(tmp_path / "nope.yaml")], capsys)
+    assert_one_line_error(code, err, "nope.yaml: config file not found")
+    tree = tiny_config_tree(reverse_data, tmp_path / "run")
+    tree["data"]["train"]["src"] = str(tmp_path / "missing.src")
+    code, _, err = run_cli(["train", str(write_config(tmp_path, tree))], capsys)
+    assert_one_line_error(code, err, "missing.src: file not found")
+    assert not (tmp_path / "run").exists()
+    code, _, err = run_cli(["translate", "--ckpt", str(tmp_path / "norun")], capsys)
+    assert_one_line_error(code, err, "norun: no such checkpoint or run directory")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from seqlab.errors import UserError
+
+    with pytest.raises(UserError):
+        main(["train", str(tmp_path / "nope.yaml"), "--debug"])

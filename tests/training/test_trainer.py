@@ -1,0 +1,93 @@
+import pytest
+import torch
+
+from seqlab.config import TransformerConfig, parse_config
+from seqlab.data.batching import Example, collate
+from seqlab.errors import UserError
+from seqlab.models import build_model
+from seqlab.runs import BEST, LAST
+from seqlab.training.checkpoint import read_checkpoint
+from seqlab.training.loss import token_cross_entropy
+from seqlab.training.trainer import train
+from tests.conftest import tiny_config_tree
+
+
+def test_overfitting_one_batch_drives_the_loss_near_zero():
+    torch.manual_seed(0)
+    cfg = TransformerConfig(d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0)
+    model = build_model(cfg, 16, 16)
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(4, 16, (n,), generator=g).tolist() for n in (5, 7, 3, 6)]
+    batch = collate([Example(i, s, s[::-1]) for i, s in enumerate(seqs)])
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
+    for _ in range(150):
+        loss = token_cross_entropy(model(batch.src, batch.tgt_in), batch.tgt_out) / batch.n_tgt_tokens
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.02
+
+
+def test_label_smoothing_and_padding_in_the_loss():
+    logits = torch.randn(2, 3, 10)
+    target = torch.tensor([[4, 5, 0], [6, 0, 0]])
+    expected = -torch.log_softmax(logits, -1)[[0, 0, 1], [0, 1, 0], [4, 5, 6]].sum()
+    assert token_cross_entropy(logits, target).item() == pytest.approx(expected.item(), rel=1e-6)
+    assert token_cross_entropy(logits, target, 0.1).item() > 0
+
+
+def final_weights(run_dir):
+    tensors, _ = read_checkpoint(run_dir / LAST)
+    return {k: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def test_run_directory_contents(tiny_config):
+    result = train(tiny_config, progress=False)
+    run = tiny_config.run_dir
+    for name in ("config.yaml", "tokenizer.model", LAST, BEST, "checkpoint_last.json", "train.log"):
+        assert (run / name).exists(), name
+    assert any((run / "tensorboard").iterdir())
+    assert result.state.step == 12 and len(result.state.history) == 2
+    assert {"loss", "ppl", "bleu", "chrf"} <= set(result.last_validation)
+    log = (run / "train.log").read_text()
+    assert "valid loss" in log and "tok/s" in log and "train " in log
+
+
+def test_same_seed_same_weights(reverse_data, tmp_path):
+    a = train(parse_config(tiny_config_tree(reverse_data, tmp_path / "a")), progress=False)
+    b = train(parse_config(tiny_config_tree(reverse_data, tmp_path / "b")), progress=False)
+    wa, wb = final_weights(a.run_dir), final_weights(b.run_dir)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_continues_exactly(reverse_data, tmp_path):
+    straight = train(parse_config(tiny_config_tree(reverse_data, tmp_path / "s")), progress=False)
+    first = parse_config(tiny_config_tree(reverse_data, tmp_path / "r", max_steps=6))
+    train(first, progress=False)
+    resumed = train(parse_config(tiny_config_tree(reverse_data, tmp_path / "r")), resume=True, progress=False)
+    assert resumed.state.step == straight.state.step == 12
+    ws, wr = final_weights(straight.run_dir), final_weights(resumed.run_dir)
+    assert all(torch.equal(ws[k], wr[k]) for k in ws)
+
+
+def test_refuses_to_overwrite_a_run_and_checks_resume(tiny_config, reverse_data, tmp_path):
+    train(tiny_config, progress=False)
+    before = (tiny_config.run_dir / LAST).read_bytes()
+    with pytest.raises(UserError, match="already holds a run; pass --resume"):
+        train(tiny_config, progress=False)
+    assert (tiny_config.run_dir / LAST).read_bytes() == before
+    changed = tiny_config_tree(reverse_data, tiny_config.run_dir)
+    changed["model"]["d_ff"] = 128
+    with pytest.raises(UserError, match="config key model.d_ff is 128 but the checkpoint"):
+        train(parse_config(changed), resume=True, progress=False)
+    with pytest.raises(UserError, match="no checkpoint_last.safetensors to resume"):
+        train(parse_config(tiny_config_tree(reverse_data, tmp_path / "fresh")), resume=True, progress=False)
+    assert not (tmp_path / "fresh").exists()
+
+
+def test_empty_corpus_after_filtering_writes_nothing(reverse_data, tmp_path):
+    tree = tiny_config_tree(reverse_data, tmp_path / "run")
+    tree["data"]["max_len"] = 1
+    with pytest.raises(UserError, match="no training pairs left after filtering.*dropped 300 over the length limit"):
+        train(parse_config(tree), progress=False)
+    assert not (tmp_path / "run").exists()
