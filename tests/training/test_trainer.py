@@ -91,3 +91,15 @@ def test_empty_corpus_after_filtering_writes_nothing(reverse_data, tmp_path):
     with pytest.raises(UserError, match="no training pairs left after filtering.*dropped 300 over the length limit"):
         train(parse_config(tree), progress=False)
     assert not (tmp_path / "run").exists()
+
+
+def test_progress_bar_length_follows_the_budget_that_ends_the_run(tiny_config):
+    from seqlab.training.trainer import TrainState, expected_total_steps
+
+    cfg = tiny_config.model_copy(update={"train": tiny_config.train.model_copy(update={"max_steps": 1000})})
+    state = TrainState(step=100, epoch=1, next_batch=10)
+    assert expected_total_steps(cfg, state, 50, 2.0, None) == 1000  # only max_steps
+    assert expected_total_steps(cfg, state, 50, 2.0, 60.0) == 220  # 60 s left at 2 steps/s
+    cfg.train.max_epochs = 3
+    assert expected_total_steps(cfg, state, 50, 2.0, None) == 100 + 2 * 50 - 10  # the rest of epochs 2 and 3
+    assert expected_total_steps(cfg, state, 50, 2.0, -5.0) == 100  # over time: ends now

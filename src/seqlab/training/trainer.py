@@ -116,6 +116,21 @@ def _validate(model, cfg: Config, dev: ParallelCorpus, src_tok, tgt_tok, device)
     return evaluate(model, src_tok, tgt_tok, dev.src, dev.tgt, greedy, device, cfg.train.max_tokens)
 
 
+def expected_total_steps(cfg: Config, state: TrainState, batches_per_epoch: int, steps_per_s: float,
+                         seconds_left: float | None) -> int:
+    """The step at which training will stop: the first of max_steps, max_epochs and max_minutes to come.
+
+    The progress bar's length, so that its percentage and ETA stay honest when the wall-clock or
+    epoch budget, not ``max_steps``, ends the run.
+    """
+    total = cfg.train.max_steps
+    if cfg.train.max_epochs:
+        total = min(total, state.step + (cfg.train.max_epochs - state.epoch) * batches_per_epoch - state.next_batch)
+    if seconds_left is not None and steps_per_s > 0:
+        total = min(total, state.step + max(0, int(steps_per_s * seconds_left)))
+    return max(total, state.step)
+
+
 def _improved(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
@@ -184,7 +199,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
     window_tokens, window_start = 0, time.monotonic()
     peak_lr = cfg.peak_lr()
-    validated_at = state.step
+    validated_at = first_step = state.step
 
     def run_validation() -> bool:
         """Validate, checkpoint, and return True when early stopping says stop."""
@@ -245,7 +260,13 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                     elapsed = time.monotonic() - window_start
                     loss = window_loss.item() / window_tokens
                     tok_s = window_tokens / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch)
+                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch,
+                                    refresh=False)
+                    running = time.monotonic() - started
+                    seconds_left = 60 * cfg.train.max_minutes - running if cfg.train.max_minutes else None
+                    bar.total = expected_total_steps(cfg, state, len(order), (state.step - first_step) / running,
+                                                     seconds_left)
+                    bar.refresh()
                     writer.add_scalar("train/loss", loss, state.step)
                     writer.add_scalar("train/lr", lr, state.step)
                     writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
