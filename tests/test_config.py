@@ -27,7 +27,7 @@ def test_defaults_are_the_paper_base_model():
 def test_unknown_key_is_named():
     tree = base_tree()
     tree["model"] = {"d_modle": 256}
-    assert error_of(tree) == "c.yaml: unknown key 'model.d_modle' (check its spelling and section)"
+    assert error_of(tree).startswith("c.yaml: unknown key 'model.d_modle'")
 
 
 def test_wrong_type_and_bad_values_are_named():

@@ -1,53 +1,66 @@
 import pytest
 import torch
 
-from seqlab.config import DecodeConfig, TokenizerConfig
+from seqlab.config import DecodeConfig, TokenizerConfig, parse_config
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
 from seqlab.evaluation import translate_lines
 from seqlab.models import build_model
 from seqlab.runs import BEST, load_model
-from seqlab.training.checkpoint import save_checkpoint
-from seqlab.training.trainer import TrainState, _checkpoint_meta
-from tests.conftest import tiny_config_tree
-from seqlab.config import parse_config
+from seqlab.training.trainer import train
+from tests.conftest import TINY_MODELS, kind_config_tree, tiny_config_tree
 
 
-def saved_run(reverse_data, tmp_path, share=True):
-    tree = tiny_config_tree(reverse_data, tmp_path / "run")
-    tree["model"].update(share_embeddings=share, tie_output=share)
-    tree["tokenizer"]["joint"] = share
-    cfg = parse_config(tree)
-    sents = (reverse_data / "train.src").read_text().splitlines()
-    src_tok = Tokenizer.train(sents, TokenizerConfig(type="word", vocab_size=32))
-    tgt_tok = src_tok if share else Tokenizer.train(sents[:50], TokenizerConfig(type="char", vocab_size=32))
-    torch.manual_seed(0)
-    model = build_model(cfg.model, len(src_tok), len(tgt_tok)).eval()
-    cfg.run_dir.mkdir()
-    files = {"src": "tokenizer.model", "tgt": "tokenizer.model"} if share else {"src": "tokenizer.src.model", "tgt": "tokenizer.tgt.model"}
-    src_tok.save(cfg.run_dir / files["src"])
-    tgt_tok.save(cfg.run_dir / files["tgt"])
-    save_checkpoint(cfg.run_dir / BEST, model, _checkpoint_meta(cfg, TrainState(), src_tok, tgt_tok, None))
-    return cfg, model, src_tok, tgt_tok, sents[:12]
+@pytest.mark.parametrize("kind", list(TINY_MODELS))
+def test_every_kind_round_trips_through_a_checkpoint(kind, task_data, tmp_path):
+    """Train a few steps, load the best checkpoint twice: same weights, same outputs, and they are the trained ones."""
+    cfg = parse_config(kind_config_tree(kind, task_data, tmp_path / "run"))
+    train(cfg, progress=False)
+    a, b = load_model(cfg.run_dir), load_model(cfg.run_dir / BEST)
+    for (name, x), (_, y) in zip(a.model.state_dict().items(), b.model.state_dict().items()):
+        assert torch.equal(x, y), name
+    fresh = build_model(cfg.model, len(a.src_tok), a.codec.n_outputs)
+    assert any(not torch.equal(x, y) for x, y in zip(fresh.state_dict().values(), a.model.state_dict().values()))
+    if a.codec.task == "lm":
+        lines = None
+    else:
+        files = cfg.data.dev
+        path = files.text if files.text is not None else files.src
+        lines = path.read_text().splitlines()[:6]
+        if a.codec.task == "classify":
+            lines = [line.split("\t", 1)[1] for line in lines]
+    if lines is not None:
+        decode = DecodeConfig(beam_size=2, batch_size=4, max_len_extra=8)
+        outputs = [translate_lines(m.model, m.codec, lines, decode, torch.device("cpu")) for m in (a, b)]
+        assert outputs[0] == outputs[1] and len(outputs[0]) == 6
 
 
 @pytest.mark.parametrize("share", [True, False])
 def test_save_load_round_trip_gives_identical_translations(reverse_data, tmp_path, share):
-    cfg, model, src_tok, tgt_tok, lines = saved_run(reverse_data, tmp_path, share)
+    tree = tiny_config_tree(reverse_data, tmp_path / "run")
+    tree["model"].update(share_embeddings=share, tie_output=share)
+    tree["tokenizer"]["joint"] = share
+    tree["train"]["max_steps"] = 6
+    cfg = parse_config(tree)
+    train(cfg, progress=False)
     loaded = load_model(cfg.run_dir)
+    lines = (reverse_data / "test.src").read_text().splitlines()[:12]
     decode = DecodeConfig(beam_size=3, batch_size=5)
-    before = translate_lines(model, src_tok, tgt_tok, lines, decode, torch.device("cpu"), nbest=2)
-    after = translate_lines(loaded.model, loaded.src_tok, loaded.tgt_tok, lines, decode, torch.device("cpu"), nbest=2)
+    again = load_model(cfg.run_dir)
+    before = translate_lines(loaded.model, loaded.codec, lines, decode, torch.device("cpu"), nbest=2)
+    after = translate_lines(again.model, again.codec, lines, decode, torch.device("cpu"), nbest=2)
     assert before == after
-    for (name, a), (_, b) in zip(model.state_dict().items(), loaded.model.state_dict().items()):
-        assert torch.equal(a, b), name
+    assert (cfg.run_dir / ("tokenizer.model" if share else "tokenizer.tgt.model")).exists()
 
 
 def test_vocabulary_that_does_not_match_the_checkpoint(reverse_data, tmp_path):
-    cfg, *_ = saved_run(reverse_data, tmp_path)
+    cfg = parse_config(tiny_config_tree(reverse_data, tmp_path / "run", max_steps=3))
+    train(cfg, progress=False)
+    before = (cfg.run_dir / BEST).read_bytes()
     Tokenizer.train(["x y z w"] * 5, TokenizerConfig(type="char", vocab_size=12)).save(cfg.run_dir / "tokenizer.model")
     with pytest.raises(UserError, match="do not match the checkpoint"):
         load_model(cfg.run_dir)
+    assert (cfg.run_dir / BEST).read_bytes() == before
 
 
 def test_not_a_run_directory(tmp_path):

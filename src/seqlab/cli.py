@@ -80,7 +80,7 @@ def translate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences decoded at once."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ):
-    """Translate text with a trained model."""
+    """Translate text with a trained model (or label it, with a classifier); one output line per input line."""
     from seqlab.data.reader import read_lines
     from seqlab.evaluation import translate_lines
     from seqlab.runs import load_model, pick_device
@@ -90,10 +90,13 @@ def translate(
     dev = pick_device(device)
     loaded = load_model(ckpt, dev)
     decode = _decode_config(loaded.config.decode, beam, length_penalty, max_len_ratio, batch_size)
+    if loaded.codec.task == "lm":
+        raise UserError(f"{ckpt}: a {loaded.config.model.kind} language model has no source to translate; "
+                        "use seqlab generate --ckpt RUN --prompt TEXT")
     if nbest > decode.beam_size:
         raise UserError(f"--nbest {nbest} is larger than the beam ({decode.beam_size}); raise --beam")
     lines = read_lines(input) if input is not None else sys.stdin.read().splitlines()
-    results = translate_lines(loaded.model, loaded.src_tok, loaded.tgt_tok, lines, decode, dev, nbest=nbest)
+    results = translate_lines(loaded.model, loaded.codec, lines, decode, dev, nbest=nbest)
     if nbest == 1:
         text = "".join((hs[0][0] if hs else "") + "\n" for hs in results)
     else:
@@ -107,46 +110,103 @@ def translate(
 @app.command()
 def evaluate(
     ckpt: Path = typer.Option(..., "--ckpt", help="Run directory or checkpoint file."),
-    src: Path = typer.Option(..., "--src", help="Source sentences."),
-    ref: Path = typer.Option(..., "--ref", help="Reference translations, line-aligned with --src."),
+    src: Optional[Path] = typer.Option(None, "--src", help="Source sentences (translation, vector_to_seq)."),
+    ref: Optional[Path] = typer.Option(None, "--ref", help="Reference translations, line-aligned with --src."),
+    text: Optional[Path] = typer.Option(None, "--text", help="Plain text (language models) or label<TAB>text lines "
+                                                             "(classifiers)."),
     beam: Optional[int] = typer.Option(None, "--beam", help="Beam size [checkpoint's decode.beam_size]."),
-    show: int = typer.Option(5, "--show", help="Print this many example translations."),
+    show: int = typer.Option(5, "--show", help="Print this many examples."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
-    hyp_out: Optional[Path] = typer.Option(None, "--hyp", help="Also write the translations to this file."),
+    hyp_out: Optional[Path] = typer.Option(None, "--hyp", help="Also write the outputs to this file."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
 ):
-    """Score a model on a test set: PPL, BLEU (with n-gram precisions and BP), chrF, exact match."""
-    from seqlab.data.reader import read_parallel
+    """Score a model on a test set: PPL; BLEU (with n-gram precisions and BP), chrF, exact match; or accuracy."""
+    from seqlab.config import DataFiles
+    from seqlab.data.tasks import read_split
     from seqlab.evaluation import evaluate as run_evaluation
     from seqlab.runs import load_model, pick_device
 
-    corpus = read_parallel(src, ref)
-    if not corpus.src:
-        raise UserError(f"{src}: no sentence pairs to evaluate")
     dev = pick_device(device)
     loaded = load_model(ckpt, dev)
+    kind, task = loaded.config.model.kind, loaded.codec.task
+    if task in ("lm", "classify"):
+        if text is None or src or ref:
+            raise UserError(f"a {kind} model is evaluated on --text FILE "
+                            f"({'label<TAB>text lines' if task == 'classify' else 'plain text'}), not --src/--ref")
+        files, name = DataFiles(text=text), str(text)
+    else:
+        if src is None or ref is None or text:
+            raise UserError(f"a {kind} model is evaluated on --src FILE --ref FILE")
+        files, name = DataFiles(src=src, tgt=ref), str(src)
+    corpus = read_split(kind, files)
+    if not corpus.tgt:
+        raise UserError(f"{name}: nothing to evaluate")
     decode = _decode_config(loaded.config.decode, beam, None, None, None)
-    result = run_evaluation(loaded.model, loaded.src_tok, loaded.tgt_tok, corpus.src, corpus.tgt, decode, dev)
-    s = result.scores
+    result = run_evaluation(loaded.model, loaded.codec, corpus, decode, dev, beam_size=decode.beam_size, name=name)
     step = loaded.meta.get("state", {}).get("step", "?")
     echo = typer.echo
-    echo(f"{corpus.report.summary(str(src))}; checkpoint {loaded.path} (step {step}); beam {decode.beam_size}")
-    echo(f"PPL    {result.ppl:10.3f}   (exp of the mean cross-entropy, {result.nll_per_token:.4f} nats "
-         f"over {result.n_tokens:,} target tokens)")
-    echo(f"BLEU   {s.bleu:10.2f}   n-gram precisions {'/'.join(f'{p:.1f}' for p in s.precisions)}, "
-         f"BP {s.brevity_penalty:.3f}, hyp/ref length {s.sys_len}/{s.ref_len}")
-    echo(f"chrF   {s.chrf:10.2f}")
-    echo(f"exact  {s.exact_match:9.2f}%   hypotheses identical to the reference")
-    echo(f"sacreBLEU signatures: BLEU {s.bleu_signature} | chrF {s.chrf_signature}")
-    for i in range(min(show, len(corpus.src))):
-        mark = "✓" if result.hypotheses[i].strip() == corpus.tgt[i].strip() else "✗"
-        echo(f"\n[{i + 1}] {mark}\n  src: {corpus.src[i]}\n  ref: {corpus.tgt[i]}\n  hyp: {result.hypotheses[i]}")
+    echo(f"{corpus.report.summary(name)}; checkpoint {loaded.path} (step {step})"
+         + (f"; beam {decode.beam_size}" if result.scores is not None else ""))
+    if result.ppl is not None:
+        echo(f"PPL    {result.ppl:10.3f}   (exp of the mean cross-entropy, {result.loss:.4f} nats "
+             f"over {result.n_targets:,} target tokens)")
+    if result.scores is not None:
+        s = result.scores
+        echo(f"BLEU   {s.bleu:10.2f}   n-gram precisions {'/'.join(f'{p:.1f}' for p in s.precisions)}, "
+             f"BP {s.brevity_penalty:.3f}, hyp/ref length {s.sys_len}/{s.ref_len}")
+        echo(f"chrF   {s.chrf:10.2f}")
+        echo(f"exact  {s.exact_match:9.2f}%   hypotheses identical to the reference")
+        echo(f"sacreBLEU signatures: BLEU {s.bleu_signature} | chrF {s.chrf_signature}")
+    if task == "classify":
+        if result.accuracy is not None:
+            echo(f"accuracy {result.accuracy:8.2f}%   over {result.n_targets:,} examples "
+                 f"(cross-entropy {result.loss:.4f})")
+        else:
+            echo(f"MSE    {result.loss:10.4f}   over {result.n_targets:,} examples")
+    if result.hypotheses is not None:
+        inputs = corpus.src
+        for i in range(min(show, len(inputs))):
+            mark = "✓" if result.hypotheses[i].strip() == corpus.tgt[i].strip() else "✗"
+            echo(f"\n[{i + 1}] {mark}\n  src: {inputs[i]}\n  ref: {corpus.tgt[i]}\n  hyp: {result.hypotheses[i]}")
     if json_out is not None:
-        payload = {"ppl": result.ppl, "nll_per_token": result.nll_per_token, "n_tokens": result.n_tokens,
-                   "checkpoint": str(loaded.path), "step": step, "beam_size": decode.beam_size, **s.as_dict()}
+        payload = {"loss": result.loss, "n_targets": result.n_targets, "ppl": result.ppl, "accuracy": result.accuracy,
+                   "checkpoint": str(loaded.path), "step": step, "beam_size": decode.beam_size,
+                   **(result.scores.as_dict() if result.scores is not None else {})}
         _write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")
-    if hyp_out is not None:
+    if hyp_out is not None and result.hypotheses is not None:
         _write_text_atomically(hyp_out, "".join(h + "\n" for h in result.hypotheses))
+
+
+@app.command()
+def generate(
+    ckpt: Path = typer.Option(..., "--ckpt", help="Run directory or checkpoint file of a language model."),
+    prompt: str = typer.Option("", "--prompt", help="Text to continue (empty: start from <bos>)."),
+    max_new_tokens: int = typer.Option(100, "--max-new-tokens", help="Tokens to generate at most."),
+    temperature: float = typer.Option(1.0, "--temperature", help="0 = greedy; below 1 sharper, above 1 flatter."),
+    top_k: Optional[int] = typer.Option(None, "--top-k", help="Sample only among the k most likely tokens."),
+    top_p: Optional[float] = typer.Option(None, "--top-p", help="Sample only within the top-p nucleus (0 < p ≤ 1)."),
+    num_samples: int = typer.Option(1, "--num-samples", "-n", help="Continuations to write."),
+    seed: int = typer.Option(0, "--seed", help="The same seed gives the same text."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+):
+    """Continue a prompt with a language model (gpt, rnn_lm): greedy, temperature, top-k or top-p sampling."""
+    from seqlab.decoding.sampling import generate as sample
+    from seqlab.runs import load_model, pick_device
+
+    for flag, value, ok in (("--max-new-tokens", max_new_tokens, max_new_tokens >= 1),
+                            ("--temperature", temperature, temperature >= 0),
+                            ("--top-k", top_k, top_k is None or top_k >= 1),
+                            ("--top-p", top_p, top_p is None or 0 < top_p <= 1),
+                            ("--num-samples", num_samples, num_samples >= 1)):
+        if not ok:
+            raise UserError(f"{flag} {value} is out of range; see seqlab generate --help")
+    loaded = load_model(ckpt, pick_device(device))
+    if loaded.codec.task != "lm":
+        raise UserError(f"{ckpt}: generate needs a language model (model.kind gpt or rnn_lm), this is "
+                        f"{loaded.config.model.kind}; use seqlab translate")
+    ids = loaded.tgt_tok.encode(prompt) if prompt else []
+    for new in sample(loaded.model, ids, max_new_tokens, temperature, top_k, top_p, seed, num_samples=num_samples):
+        typer.echo(loaded.tgt_tok.decode(ids + new))
 
 
 @app.command()
@@ -162,13 +222,12 @@ def info(
 
     cfg = load_config(config, set_)
     V = cfg.tokenizer.vocab_size
+    outputs = 2 if cfg.model.kind == "classifier" else V  # a classifier's outputs: its labels (2 assumed here)
     with torch.device("meta"):  # shapes only: no memory, no time
-        model = build_model(cfg.model, V, V)
-    m = cfg.model
-    typer.echo(f"{m.kind}: d_model {m.d_model}, {m.n_heads} heads, {m.n_encoder_layers}+{m.n_decoder_layers} layers, "
-               f"FFN {m.d_ff}, {m.layer_norm}-LN, {m.positional} positions; vocabulary {V:,} "
-               f"({'joint' if cfg.tokenizer.joint else 'separate'}), embeddings "
-               f"{'shared' if m.share_embeddings else 'separate'}, output {'tied' if m.tie_output else 'untied'}")
+        model = build_model(cfg.model, V, outputs)
+    options = ", ".join(f"{k} {v}" for k, v in cfg.model.model_dump().items() if k != "kind")
+    typer.echo(f"{cfg.model.kind}: {options}; vocabulary {V:,} "
+               f"({'joint' if cfg.tokenizer.joint else 'separate'})")
     groups: dict[str, int] = {}
     for name, p in model.named_parameters():
         top = name.split(".")[0]
@@ -180,8 +239,9 @@ def info(
 
 @data_app.command("synth")
 def data_synth(
-    task: str = typer.Option(..., "--task", help="reverse, copy or sort."),
-    out: Path = typer.Option(..., "--out", help="Directory for train/dev/test .src/.tgt files."),
+    task: str = typer.Option(..., "--task", help="reverse, copy, sort (translation); lm (plain text); sentiment "
+                                                 "(label<TAB>text); spell (number vector → words)."),
+    out: Path = typer.Option(..., "--out", help="Directory for the train/dev/test files."),
     vocab_size: int = typer.Option(30, "--vocab-size", help="Number of distinct symbols."),
     min_len: int = typer.Option(10, "--min-len"),
     max_len: int = typer.Option(30, "--max-len"),
@@ -190,7 +250,10 @@ def data_synth(
     test_size: int = typer.Option(500, "--test-size"),
     seed: int = typer.Option(1, "--seed"),
 ):
-    """Write a synthetic parallel corpus (JoeyNMT-style reverse/copy/sort tasks)."""
+    """Write a built-in data set: JoeyNMT-style reverse/copy/sort, a small synthetic language, or number spelling.
+
+    --vocab-size, --min-len and --max-len shape the reverse/copy/sort tasks only.
+    """
     from seqlab.data.synth import write_synthetic
 
     sizes = write_synthetic(task, out, vocab_size, min_len, max_len, train_size, dev_size, test_size, seed)

@@ -10,10 +10,10 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, ValidationError, model_validator
 
 from seqlab.errors import UserError
 
@@ -26,23 +26,29 @@ class Section(BaseModel):
     model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
 
-class ParallelFiles(Section):
-    src: Path  # line-aligned source text, one sentence per line
-    tgt: Path  # line-aligned target text, one sentence per line
+class DataFiles(Section):
+    """One split. Parallel kinds read line-aligned ``src``/``tgt``; the others read ``text``."""
+
+    src: Path | None = None  # source side: text (translation) or numbers (vector_to_seq), one example per line
+    tgt: Path | None = None  # target side, line-aligned with src
+    text: Path | None = None  # plain text (gpt, rnn_lm) or label<TAB>text lines (classifier)
 
 
 class DataConfig(Section):
-    train: ParallelFiles
-    dev: ParallelFiles | None = None  # validation set (loss, PPL, BLEU during training)
-    test: ParallelFiles | None = None  # scored by `seqlab evaluate` and `make demo`
+    train: DataFiles
+    dev: DataFiles | None = None  # validation set (loss, PPL, BLEU or accuracy during training)
+    test: DataFiles | None = None  # scored by `seqlab evaluate` and `make demo`
     max_len: int = Field(256, gt=0)  # subword tokens per side; longer training pairs are dropped and counted
 
 
 class TokenizerConfig(Section):
-    type: Literal["bpe", "unigram", "word", "char"] = "bpe"  # sentencepiece model_type
-    vocab_size: int = Field(8000, gt=4)  # upper bound: small corpora get what they support
+    type: Literal["bpe", "unigram", "word", "char", "byte"] = "bpe"  # sentencepiece model_type, or raw UTF-8 bytes
+    vocab_size: int = Field(8000, gt=4)  # upper bound: small corpora get what they support (ignored for byte)
     joint: bool = True  # one vocabulary for source and target (needed to share embeddings)
     character_coverage: float = Field(1.0, gt=0, le=1)  # 0.9995 for languages with big alphabets
+
+
+Cell = Literal["rnn", "lstm", "gru"]  # Elman tanh RNN, LSTM (Hochreiter & Schmidhuber 1997), GRU (Cho et al. 2014)
 
 
 class TransformerConfig(Section):
@@ -66,11 +72,121 @@ class TransformerConfig(Section):
 
     @model_validator(mode="after")
     def _heads_divide_width(self) -> "TransformerConfig":
-        if self.d_model % self.n_heads:
-            raise ValueError(
-                f"model.d_model ({self.d_model}) must be divisible by model.n_heads ({self.n_heads})"
-            )
+        _check_heads(self.d_model, self.n_heads)
         return self
+
+
+class RNNSeq2SeqConfig(Section):
+    """Encoder-decoder RNN (Sutskever et al. 2014; Cho et al. 2014), with attention as an option."""
+
+    kind: Literal["rnn_seq2seq"]
+    cell: Cell = "lstm"
+    attention: Literal["none", "dot", "general", "additive"] = "none"  # none: the last encoder state is all the decoder gets
+    embed_dim: int = Field(256, gt=0)
+    hidden_size: int = Field(256, gt=0)  # decoder state size (a bidirectional encoder splits it over its directions)
+    n_layers: int = Field(1, gt=0)  # stacked RNN layers, in the encoder and in the decoder
+    bidirectional: bool = False  # encoder reads the source both ways (needs an even hidden_size)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    share_embeddings: bool = True  # one embedding matrix for source and target (needs tokenizer.joint)
+    tie_output: bool = True  # output layer = target embedding matrix
+    max_positions: int = Field(1024, gt=0)  # longest source or output the decoder handles
+
+    @model_validator(mode="after")
+    def _even_bidirectional(self) -> "RNNSeq2SeqConfig":
+        if self.bidirectional and self.hidden_size % 2:
+            raise ValueError(f"model.hidden_size ({self.hidden_size}) must be even with model.bidirectional: true")
+        return self
+
+
+class GPTConfig(Section):
+    """Decoder-only Transformer language model (Radford et al. 2018/2019)."""
+
+    kind: Literal["gpt"]
+    d_model: int = Field(256, gt=0)
+    n_heads: int = Field(4, gt=0)
+    n_layers: int = Field(4, gt=0)
+    d_ff: int = Field(1024, gt=0)
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_positions: int = Field(512, gt=0)  # context length: learned position embeddings cover this many tokens
+    tie_output: bool = True
+    attention_impl: Literal["sdpa", "manual"] = "sdpa"
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "GPTConfig":
+        _check_heads(self.d_model, self.n_heads)
+        return self
+
+
+class RNNLMConfig(Section):
+    """Recurrent language model: the lecture's next-token predictor h_t → ŷ_t."""
+
+    kind: Literal["rnn_lm"]
+    cell: Cell = "lstm"
+    embed_dim: int = Field(256, gt=0)
+    hidden_size: int = Field(256, gt=0)
+    n_layers: int = Field(1, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    tie_output: bool = True  # output layer = embedding matrix (a projection h → embed_dim is added when sizes differ)
+    max_positions: int = Field(1024, gt=0)  # longest sequence generated
+
+
+class ClassifierConfig(Section):
+    """Many-to-one: one label (or score) for a whole sequence."""
+
+    kind: Literal["classifier"]
+    encoder: Literal["rnn", "lstm", "gru", "transformer"] = "lstm"
+    objective: Literal["classify", "regress"] = "classify"  # cross-entropy over labels, or MSE on a number
+    pooling: Literal["last", "mean"] = "last"  # last: h_T of the RNN (first token's state for transformer); mean: average
+    embed_dim: int = Field(128, gt=0)  # also the Transformer's d_model
+    hidden_size: int = Field(128, gt=0)  # RNN state size
+    n_layers: int = Field(1, gt=0)
+    n_heads: int = Field(4, gt=0)  # transformer encoder only
+    d_ff: int = Field(512, gt=0)  # transformer encoder only
+    dropout: float = Field(0.1, ge=0, lt=1)
+    max_positions: int = Field(1024, gt=0)
+
+    @model_validator(mode="after")
+    def _heads_divide_width(self) -> "ClassifierConfig":
+        if self.encoder == "transformer":
+            _check_heads(self.embed_dim, self.n_heads, width_key="model.embed_dim")
+        return self
+
+
+class VectorToSeqConfig(Section):
+    """One-to-many: a decoder conditioned on one input vector (the lecture's captioning case)."""
+
+    kind: Literal["vector_to_seq"]
+    input_dim: int = Field(gt=0)  # numbers per source line
+    condition: Literal["init_state", "prefix"] = "init_state"  # vector → decoder's h_0, or → its first input
+    cell: Cell = "gru"
+    embed_dim: int = Field(128, gt=0)
+    hidden_size: int = Field(256, gt=0)
+    n_layers: int = Field(1, gt=0)
+    dropout: float = Field(0.0, ge=0, lt=1)
+    tie_output: bool = True
+    max_positions: int = Field(1024, gt=0)
+
+
+MODEL_CONFIGS = {"transformer": TransformerConfig, "rnn_seq2seq": RNNSeq2SeqConfig, "gpt": GPTConfig,
+                 "rnn_lm": RNNLMConfig, "classifier": ClassifierConfig, "vector_to_seq": VectorToSeqConfig}
+
+
+def _model_kind(value: Any) -> str | None:
+    """``model.kind`` picks the config class; a model section without one is a Transformer."""
+    if isinstance(value, dict):
+        return value.get("kind", "transformer")
+    return getattr(value, "kind", None)
+
+
+ModelConfig = Annotated[
+    Union[tuple(Annotated[cls, Tag(kind)] for kind, cls in MODEL_CONFIGS.items())],  # noqa: UP007
+    Discriminator(_model_kind),
+]
+
+
+def _check_heads(width: int, heads: int, width_key: str = "model.d_model") -> None:
+    if width % heads:
+        raise ValueError(f"{width_key} ({width}) must be divisible by model.n_heads ({heads})")
 
 
 class TrainConfig(Section):
@@ -89,7 +205,7 @@ class TrainConfig(Section):
     label_smoothing: float = Field(0.1, ge=0, lt=1)
     valid_every: int = Field(1000, gt=0)  # steps between validations (and checkpoints)
     valid_max_sentences: int | None = Field(None, gt=0)  # decode only the first N dev sentences for BLEU
-    metric: Literal["bleu", "loss"] = "bleu"  # what "best" and early stopping look at
+    metric: Literal["bleu", "loss", "accuracy"] | None = None  # what "best" means; null: bleu, accuracy or loss by kind
     patience: int | None = Field(10, gt=0)  # validations without improvement before stopping; null = never
     log_every: int = Field(100, gt=0)
     threads: int | None = Field(None, gt=0)  # torch CPU threads; null = torch's default
@@ -104,36 +220,76 @@ class DecodeConfig(Section):
     batch_size: int = Field(64, gt=0)  # sentences decoded at once
 
 
+LM_KINDS = ("gpt", "rnn_lm")  # decoder-only: plain text in, next-token prediction
+TEXT_KINDS = LM_KINDS + ("classifier",)  # read data.*.text rather than src/tgt
+
+
 class Config(Section):
     run_dir: Path  # checkpoints, tokenizer models, logs and TensorBoard scalars go here
     data: DataConfig
     tokenizer: TokenizerConfig = TokenizerConfig()
-    model: TransformerConfig = TransformerConfig()
+    model: ModelConfig = TransformerConfig()
     train: TrainConfig = TrainConfig()
     decode: DecodeConfig = DecodeConfig()
 
     @model_validator(mode="after")
-    def _embeddings_need_joint_vocab(self) -> "Config":
-        if self.model.share_embeddings and not self.tokenizer.joint:
+    def _fits_the_model_kind(self) -> "Config":
+        kind = self.model.kind
+        if getattr(self.model, "share_embeddings", False) and not self.tokenizer.joint:
             raise ValueError(
                 "model.share_embeddings needs one vocabulary: set tokenizer.joint: true "
                 "or model.share_embeddings: false"
             )
+        reads_text = kind in TEXT_KINDS
+        for split in ("train", "dev", "test"):
+            files = getattr(self.data, split)
+            if files is None:
+                continue
+            if reads_text and (files.text is None or files.src or files.tgt):
+                what = "label<TAB>text lines" if kind == "classifier" else "plain text, one example per line"
+                raise ValueError(f"model.kind {kind} reads data.{split}.text ({what}), not src/tgt")
+            if not reads_text and (files.src is None or files.tgt is None or files.text):
+                raise ValueError(f"model.kind {kind} reads line-aligned data.{split}.src and data.{split}.tgt, not text")
+        allowed = {"classifier": ("accuracy", "loss")}.get(kind, ("loss",) if kind in LM_KINDS else ("bleu", "loss"))
+        if self.train.metric is not None and self.train.metric not in allowed:
+            raise ValueError(f"train.metric {self.train.metric} does not apply to model.kind {kind}; "
+                             f"use {' or '.join(allowed)}")
+        if self.tokenizer.type == "byte" and not self.tokenizer.joint:
+            raise ValueError("tokenizer.type byte is one vocabulary for every side: set tokenizer.joint: true")
         return self
+
+    def validation_metric(self) -> str:
+        """What "best" means: train.metric, else BLEU for sequence outputs, accuracy for labels, else loss."""
+        if self.train.metric is not None:
+            return self.train.metric
+        if self.model.kind == "classifier":
+            return "accuracy" if self.model.objective == "classify" else "loss"
+        return "loss" if self.model.kind in LM_KINDS else "bleu"
 
     def peak_lr(self) -> float:
         """The configured peak learning rate, or the paper's d_model^-0.5 · warmup^-0.5."""
         if self.train.lr is not None:
             return self.train.lr
-        return self.model.d_model**-0.5 * max(self.train.warmup_steps, 1) ** -0.5
+        width = getattr(self.model, "d_model", None) or getattr(self.model, "hidden_size", None) or self.model.embed_dim
+        return width**-0.5 * max(self.train.warmup_steps, 1) ** -0.5
 
 
 def describe_validation_error(err: ValidationError, source: str = "config") -> str:
     """Turn pydantic's multi-line report into one line that names each key."""
     parts = []
     for e in err.errors():
-        key = ".".join(str(p) for p in e["loc"])
-        if e["type"] == "extra_forbidden":
+        loc = list(e["loc"])
+        if loc[:1] == ["model"] and len(loc) > 1 and loc[1] in MODEL_CONFIGS:
+            kind = loc.pop(1)  # pydantic puts the union's tag in the path: model.<kind>.field
+        else:
+            kind = None
+        key = ".".join(str(p) for p in loc)
+        if e["type"] == "union_tag_invalid":
+            parts.append(f"key 'model.kind': unknown model kind {e['input'].get('kind')!r}; "
+                         f"choose one of {', '.join(MODEL_CONFIGS)}")
+        elif e["type"] == "extra_forbidden" and kind is not None:
+            parts.append(f"unknown key {key!r}: not an option of model.kind {kind} (see configs/ for its options)")
+        elif e["type"] == "extra_forbidden":
             parts.append(f"unknown key {key!r} (check its spelling and section)")
         elif e["type"] == "missing":
             parts.append(f"key {key!r} is required")

@@ -1,4 +1,8 @@
-"""One evaluation path for every model: teacher-forced perplexity, then decoding and scoring.
+"""One evaluation path for every model: teacher-forced loss and perplexity, then what the task scores.
+
+* sequence outputs (translation, vector_to_seq): PPL, then decoding and BLEU / chrF / exact match;
+* language models: PPL (lecture §02.2: the exponential of the cross-entropy);
+* classifiers: accuracy (classes) or mean squared error (scores).
 
 Used by validation during training and by ``seqlab evaluate``.
 """
@@ -11,29 +15,28 @@ import torch
 
 from seqlab.config import DecodeConfig
 from seqlab.data.batching import Example, collate, make_batches
-from seqlab.data.tokenizer import Tokenizer
+from seqlab.data.reader import ParallelCorpus
+from seqlab.data.tasks import Codec
 from seqlab.decoding.search import Hypothesis, search
 from seqlab.metrics import TranslationScores, perplexity, score_translations
-from seqlab.training.loss import token_cross_entropy
+from seqlab.training.loss import batch_loss
 
 
 @torch.no_grad()
-def corpus_nll(model, examples: list[Example], max_tokens: int, device: torch.device) -> tuple[float, int]:
-    """Σ −log p(y_t | y_<t, x) over every reference token (and <eos>), and the token count."""
+def corpus_loss(model, examples: list[Example], max_tokens: int, device: torch.device) -> tuple[float, int]:
+    """Σ loss over every reference token (and <eos>), or every example for classifiers, and the count."""
     model.eval()
     total, count = torch.zeros((), dtype=torch.float64, device=device), 0
     for batch in make_batches(examples, max_tokens, shuffle=False):
-        batch = batch.to(device)
-        logits = model(batch.src, batch.tgt_in)
-        total += token_cross_entropy(logits, batch.tgt_out, label_smoothing=0.0)
-        count += batch.n_tgt_tokens
+        total += batch_loss(model, batch.to(device))
+        count += batch.n_targets
     return float(total), count
 
 
 @torch.no_grad()
-def translate_ids(model, sources: list[list[int]], decode: DecodeConfig, device: torch.device,
+def translate_ids(model, sources: list, decode: DecodeConfig, device: torch.device,
                   nbest: int = 1, beam_size: int | None = None) -> list[list[Hypothesis]]:
-    """Decode token-id sources in length-sorted batches; results come back in input order."""
+    """Decode sources (id lists or vectors) in length-sorted batches; results come back in input order."""
     model.eval()
     beam = decode.beam_size if beam_size is None else beam_size
     limit = model.max_positions - 1  # room for <eos>
@@ -41,38 +44,86 @@ def translate_ids(model, sources: list[list[int]], decode: DecodeConfig, device:
     results: list[list[Hypothesis]] = [[] for _ in sources]
     for start in range(0, len(order), decode.batch_size):
         idx = order[start : start + decode.batch_size]
-        src = collate([Example(i, sources[i][:limit], []) for i in idx]).src.to(device)
+        src = collate([Example(i, sources[i] if torch.is_tensor(sources[i]) else sources[i][:limit], [])
+                       for i in idx]).src.to(device)
         hyps = search(model, src, beam, decode.length_penalty, decode.max_len_ratio, decode.max_len_extra, nbest)
         for i, h in zip(idx, hyps):
             results[i] = h
     return results
 
 
-def translate_lines(model, src_tok: Tokenizer, tgt_tok: Tokenizer, lines: list[str], decode: DecodeConfig,
-                    device: torch.device, nbest: int = 1, beam_size: int | None = None) -> list[list[tuple[str, float]]]:
-    """Plain text in, detokenized n-best lists (text, score) out, one list per input line."""
-    hyps = translate_ids(model, src_tok.encode_batch(lines), decode, device, nbest, beam_size)
-    return [[(tgt_tok.decode(h.tokens), h.score) for h in hs] for hs in hyps]
+@torch.no_grad()
+def classify(model, sources: list[list[int]], device: torch.device, batch_size: int = 64) -> torch.Tensor:
+    """A many-to-one model's outputs for each source, in input order: (N, n_classes) or (N,)."""
+    model.eval()
+    limit = model.max_positions - 1
+    outputs = []
+    for start in range(0, len(sources), batch_size):
+        batch = collate([Example(i, s[:limit], 0) for i, s in enumerate(sources[start : start + batch_size])])
+        outputs.append(model(batch.src.to(device)).float().cpu())
+    return torch.cat(outputs)
+
+
+def translate_lines(model, codec: Codec, lines: list[str], decode: DecodeConfig, device: torch.device,
+                    nbest: int = 1, beam_size: int | None = None) -> list[list[tuple[str, float]]]:
+    """Plain text in, n-best lists (text, score) out, one list per input line.
+
+    For a classifier the one "hypothesis" is the predicted label (or score) and its score is the
+    class probability (0 for a regressed number).
+    """
+    sources = [codec.source(line, f"input line {i + 1}") for i, line in enumerate(lines)]
+    if codec.task == "classify":
+        out = classify(model, sources, device, decode.batch_size)
+        prob = out.softmax(-1).max(-1).values if codec.labels is not None else torch.zeros(len(out))
+        return [[(codec.prediction_text(o), float(p))] for o, p in zip(out, prob)]
+    hyps = translate_ids(model, sources, decode, device, nbest, beam_size)
+    return [[(codec.hypothesis_text(h.tokens), h.score) for h in hs] for hs in hyps]
 
 
 @dataclass
 class EvaluationResult:
-    ppl: float
-    nll_per_token: float
-    n_tokens: int
-    scores: TranslationScores
-    hypotheses: list[str]
+    loss: float  # mean per-token cross-entropy (nats), or per-example CE / squared error for classifiers
+    n_targets: int
+    ppl: float | None = None  # sequence outputs only
+    scores: TranslationScores | None = None  # BLEU, chrF, exact match: decoded sequence outputs only
+    accuracy: float | None = None  # % correct: classifiers only
+    hypotheses: list[str] | None = None
+
+    def metric(self, name: str) -> float:
+        return {"bleu": lambda: self.scores.bleu, "accuracy": lambda: self.accuracy, "loss": lambda: self.loss}[name]()
+
+    def summary(self) -> str:
+        parts = [f"loss {self.loss:.4f}"]
+        if self.ppl is not None:
+            parts.append(f"PPL {self.ppl:.3f}")
+        if self.scores is not None:
+            s = self.scores
+            parts += [f"BLEU {s.bleu:.2f}", f"chrF {s.chrf:.2f}", f"exact {s.exact_match:.1f}%"]
+        if self.accuracy is not None:
+            parts.append(f"accuracy {self.accuracy:.1f}%")
+        return " | ".join(parts)
 
 
-def evaluate(model, src_tok: Tokenizer, tgt_tok: Tokenizer, src_lines: list[str], ref_lines: list[str],
-             decode: DecodeConfig, device: torch.device, max_tokens: int = 4096,
-             beam_size: int | None = None) -> EvaluationResult:
-    """PPL of the references under teacher forcing, then BLEU/chrF of the decoded hypotheses."""
+def evaluate(model, codec: Codec, corpus: ParallelCorpus, decode: DecodeConfig, device: torch.device,
+             max_tokens: int = 4096, beam_size: int | None = None, name: str = "eval") -> EvaluationResult:
+    """Loss (and PPL) of the references under teacher forcing, then the task's scores."""
     limit = model.max_positions - 1
-    examples = [Example(i, s[:limit], t[: limit - 1]) for i, (s, t) in
-                enumerate(zip(src_tok.encode_batch(src_lines), tgt_tok.encode_batch(ref_lines)))]
-    nll, n = corpus_nll(model, examples, max_tokens, device)
-    hyps = [h[0][0] if h else "" for h in translate_lines(model, src_tok, tgt_tok, src_lines, decode, device,
+    examples, _ = codec.encode(corpus, name)
+    for e in examples:  # evaluate every pair: truncate rather than drop what the model cannot hold
+        e.src = e.src[:limit] if isinstance(e.src, list) else e.src
+        e.tgt = e.tgt[: limit - 1] if isinstance(e.tgt, list) else e.tgt
+    total, n = corpus_loss(model, examples, max_tokens, device)
+    loss = total / max(n, 1)
+    if codec.task == "lm":
+        return EvaluationResult(loss, n, ppl=perplexity(total, n))
+    if codec.task == "classify":
+        out = classify(model, [e.src for e in examples], device, decode.batch_size)
+        accuracy = None
+        if codec.labels is not None:
+            gold = torch.tensor([e.tgt for e in examples])
+            accuracy = 100.0 * (out.argmax(-1) == gold).float().mean().item()
+        return EvaluationResult(loss, n, accuracy=accuracy, hypotheses=[codec.prediction_text(o) for o in out])
+    hyps = [h[0][0] if h else "" for h in translate_lines(model, codec, corpus.src, decode, device,
                                                            beam_size=beam_size)]
-    return EvaluationResult(perplexity(nll, n), nll / max(n, 1), n, score_translations(hyps, ref_lines), hyps)
-
+    return EvaluationResult(loss, n, ppl=perplexity(total, n), scores=score_translations(hyps, corpus.tgt),
+                            hypotheses=hyps)

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from seqlab.config import Config, parse_config
+from seqlab.data.tasks import TASK_OF, Codec
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
 from seqlab.models import build_model
@@ -27,8 +28,9 @@ from seqlab.training.checkpoint import model_state, read_checkpoint
 BEST, LAST = "checkpoint_best.safetensors", "checkpoint_last.safetensors"
 
 
-def tokenizer_files(joint: bool) -> dict[str, str]:
-    if joint:
+def tokenizer_files(cfg: Config) -> dict[str, str]:
+    """Tokenizer file names in a run directory: one shared file unless translation has two vocabularies."""
+    if cfg.tokenizer.joint or TASK_OF[cfg.model.kind] != "translation":
         return {"src": "tokenizer.model", "tgt": "tokenizer.model"}
     return {"src": "tokenizer.src.model", "tgt": "tokenizer.tgt.model"}
 
@@ -57,11 +59,18 @@ def pick_device(name: str = "auto") -> torch.device:
 @dataclass
 class LoadedModel:
     model: torch.nn.Module
-    src_tok: Tokenizer
-    tgt_tok: Tokenizer
+    codec: Codec
     config: Config
     meta: dict[str, Any]
     path: Path
+
+    @property
+    def src_tok(self):
+        return self.codec.src_tok
+
+    @property
+    def tgt_tok(self):
+        return self.codec.tgt_tok
 
 
 def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedModel:
@@ -75,9 +84,14 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
         raise UserError(f"{ckpt.parent}: the tokenizer vocabularies ({len(src_tok)}/{len(tgt_tok)}) do not match the "
                         f"checkpoint's ({meta['vocab_sizes']['src']}/{meta['vocab_sizes']['tgt']}); "
                         "use the tokenizer files saved with this checkpoint")
-    model = build_model(cfg.model, len(src_tok), len(tgt_tok))
+    codec = make_codec(cfg, src_tok, tgt_tok, meta.get("labels"))
+    model = build_model(cfg.model, len(src_tok), codec.n_outputs)
     try:
         model.load_state_dict(model_state(tensors, meta))
     except RuntimeError as err:
         raise UserError(f"{ckpt}: weights do not fit the stored model config ({str(err).splitlines()[0]})") from None
-    return LoadedModel(model.to(device).eval(), src_tok, tgt_tok, cfg, meta, ckpt)
+    return LoadedModel(model.to(device).eval(), codec, cfg, meta, ckpt)
+
+
+def make_codec(cfg: Config, src_tok, tgt_tok, labels: list[str] | None) -> Codec:
+    return Codec(cfg.model.kind, src_tok, tgt_tok, labels, getattr(cfg.model, "input_dim", None))

@@ -2,10 +2,8 @@ import random
 
 import torch
 
-from seqlab.config import TokenizerConfig
-from seqlab.data.batching import Example, batch_indices, collate, encode_pairs, make_batches, padding_ratio
-from seqlab.data.reader import ParallelCorpus
-from seqlab.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from seqlab.data.batching import Example, batch_indices, collate, make_batches, padding_ratio
+from seqlab.data.tokenizer import BOS, EOS, PAD
 
 
 def test_every_example_once_and_within_the_token_budget():
@@ -34,16 +32,21 @@ def test_collate_teacher_forcing_layout():
     assert batch.src.tolist() == [[5, 6, 7, EOS], [5, EOS, PAD, PAD]]
     assert batch.tgt_in.tolist() == [[BOS, 8, 9, PAD, PAD], [BOS, 8, 9, 10, 11]]
     assert batch.tgt_out.tolist() == [[8, 9, EOS, PAD, PAD], [8, 9, 10, 11, EOS]]
-    assert batch.n_tgt_tokens == 3 + 5
+    assert batch.n_targets == 3 + 5
     assert batch.tgt_in.dtype == torch.long
 
 
-def test_length_filter_is_counted_with_the_first_line():
-    tok = Tokenizer.train(["a b c d e f"] * 10, TokenizerConfig(type="word", vocab_size=12))
-    corpus = ParallelCorpus(["a b", "a b c d e f", "c", "a b c d"], ["b a", "f e", "c", "d c b a"], [1, 2, 5, 7])
-    examples, report = encode_pairs(corpus, tok, tok, max_len=3)
-    assert [e.index for e in examples] == [0, 2]
-    assert report.too_long == 2 and report.first_too_long_line == 2 and report.pairs == 2
+def test_vector_sources_lm_targets_and_labels():
+    vectors = collate([Example(0, torch.tensor([1.0, 0.0]), [8, 9]), Example(1, torch.tensor([0.0, 1.0]), [8])])
+    assert vectors.src.shape == (2, 2) and vectors.src.dtype == torch.float32
+    assert vectors.tgt_out.tolist() == [[8, 9, EOS], [8, EOS, PAD]]
+    lm = collate([Example(0, None, [5, 6])])
+    assert lm.src is None and lm.tgt_in.tolist() == [[BOS, 5, 6]]
+    classes = collate([Example(0, [5, 6], 1), Example(1, [7], 0)])
+    assert classes.labels.tolist() == [1, 0] and classes.labels.dtype == torch.long and classes.n_targets == 2
+    assert classes.tgt_in is None and classes.src.tolist() == [[5, 6, EOS], [7, EOS, PAD]]
+    scores = collate([Example(0, [5], 0.5)])
+    assert scores.labels.dtype == torch.float32
 
 
 def test_padding_ratio():

@@ -21,7 +21,7 @@ def test_overfitting_one_batch_drives_the_loss_near_zero():
     batch = collate([Example(i, s, s[::-1]) for i, s in enumerate(seqs)])
     opt = torch.optim.Adam(model.parameters(), lr=3e-3, betas=(0.9, 0.98))
     for _ in range(150):
-        loss = token_cross_entropy(model(batch.src, batch.tgt_in), batch.tgt_out) / batch.n_tgt_tokens
+        loss = token_cross_entropy(model(batch.src, batch.tgt_in), batch.tgt_out) / batch.n_targets
         opt.zero_grad()
         loss.backward()
         opt.step()

@@ -13,45 +13,29 @@ from dataclasses import dataclass
 
 import torch
 
-from seqlab.data.reader import CorpusReport, ParallelCorpus
-from seqlab.data.tokenizer import BOS, EOS, PAD, Tokenizer
+from seqlab.data.tokenizer import BOS, EOS, PAD
 
 
 @dataclass
 class Example:
     index: int  # position in the corpus (restores input order after length-sorted decoding)
-    src: list[int]
-    tgt: list[int]
+    src: list[int] | torch.Tensor | None  # token ids, an input vector (D,), or None for a language model
+    tgt: list[int] | int | float  # token ids, or a classifier's class index / regression target
 
 
 @dataclass
 class Batch:
-    src: torch.Tensor  # (B, S) source ids + <eos>, right-padded
-    tgt_in: torch.Tensor  # (B, T) <bos> + target: the decoder input under teacher forcing
-    tgt_out: torch.Tensor  # (B, T) target + <eos>: what each position must predict
+    src: torch.Tensor | None  # (B, S) source ids + <eos>, right-padded; (B, D) vectors; None for LMs
+    tgt_in: torch.Tensor | None  # (B, T) <bos> + target: the decoder input under teacher forcing
+    tgt_out: torch.Tensor | None  # (B, T) target + <eos>: what each position must predict
     indices: list[int]
-    n_tgt_tokens: int  # real (non-<pad>) tokens in tgt_out
+    n_targets: int  # what the loss is averaged over: real (non-<pad>) tokens in tgt_out, or examples
+    labels: torch.Tensor | None = None  # (B,) class indices (long) or scores (float), many-to-one only
 
     def to(self, device: torch.device | str) -> "Batch":
-        return Batch(self.src.to(device, non_blocking=True), self.tgt_in.to(device, non_blocking=True),
-                     self.tgt_out.to(device, non_blocking=True), self.indices, self.n_tgt_tokens)
-
-
-def encode_pairs(
-    corpus: ParallelCorpus, src_tok: Tokenizer, tgt_tok: Tokenizer, max_len: int | None = None
-) -> tuple[list[Example], CorpusReport]:
-    """Segment both sides; pairs with a side over ``max_len`` tokens are dropped and counted."""
-    src_ids, tgt_ids = src_tok.encode_batch(corpus.src), tgt_tok.encode_batch(corpus.tgt)
-    report = CorpusReport(**vars(corpus.report))
-    examples = []
-    for i, (s, t, line) in enumerate(zip(src_ids, tgt_ids, corpus.line_numbers)):
-        if max_len is not None and (len(s) > max_len or len(t) > max_len):
-            report.too_long += 1
-            report.first_too_long_line = report.first_too_long_line or line
-            continue
-        examples.append(Example(i, s, t))
-    report.pairs = len(examples)
-    return examples, report
+        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.indices, self.n_targets,
+                     move(self.labels))
 
 
 def pad_to_tensor(seqs: list[list[int]]) -> torch.Tensor:
@@ -62,14 +46,35 @@ def pad_to_tensor(seqs: list[list[int]]) -> torch.Tensor:
 
 
 def collate(examples: list[Example]) -> Batch:
-    """Teacher forcing: the decoder reads <bos> y_1 … y_n and must predict y_1 … y_n <eos>."""
+    """Teacher forcing: the decoder reads <bos> y_1 … y_n and must predict y_1 … y_n <eos>.
+
+    Sources are padded id sequences ending in <eos>, stacked vectors, or absent; targets are
+    token sequences, or one label per example (many-to-one).
+    """
+    first = examples[0]
+    if first.src is None:
+        src = None
+    elif torch.is_tensor(first.src):
+        src = torch.stack([e.src for e in examples])  # (B, D)
+    else:
+        src = pad_to_tensor([e.src + [EOS] for e in examples])  # (B, S)
+    indices = [e.index for e in examples]
+    if not isinstance(first.tgt, list):
+        dtype = torch.float32 if isinstance(first.tgt, float) else torch.long
+        return Batch(src, None, None, indices, len(examples), torch.tensor([e.tgt for e in examples], dtype=dtype))
     return Batch(
-        src=pad_to_tensor([e.src + [EOS] for e in examples]),
+        src=src,
         tgt_in=pad_to_tensor([[BOS] + e.tgt for e in examples]),
         tgt_out=pad_to_tensor([e.tgt + [EOS] for e in examples]),
-        indices=[e.index for e in examples],
-        n_tgt_tokens=sum(len(e.tgt) + 1 for e in examples),
+        indices=indices,
+        n_targets=sum(len(e.tgt) + 1 for e in examples),
     )
+
+
+def example_length(e: Example) -> int:
+    """Padded positions the example needs: its longer side, + 1 for <eos> / <bos>."""
+    sides = [len(x) for x in (e.src, e.tgt) if isinstance(x, list)]
+    return max(sides, default=0) + 1
 
 
 def batch_indices(lengths: list[int], max_tokens: int, shuffle: bool, seed: int = 0) -> list[list[int]]:
@@ -101,11 +106,11 @@ def batch_indices(lengths: list[int], max_tokens: int, shuffle: bool, seed: int 
 
 
 def make_batches(examples: list[Example], max_tokens: int, shuffle: bool, seed: int = 0) -> list[Batch]:
-    lengths = [max(len(e.src), len(e.tgt)) + 1 for e in examples]  # +1: <eos> / <bos>
+    lengths = [example_length(e) for e in examples]
     return [collate([examples[i] for i in idx]) for idx in batch_indices(lengths, max_tokens, shuffle, seed)]
 
 
 def padding_ratio(batches: list[Batch]) -> float:
     """Share of <pad> among all target positions: what length bucketing keeps low."""
     total = sum(b.tgt_out.numel() for b in batches)
-    return 1.0 - sum(b.n_tgt_tokens for b in batches) / max(total, 1)
+    return 1.0 - sum(b.n_targets for b in batches) / max(total, 1)

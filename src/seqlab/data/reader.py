@@ -2,7 +2,7 @@
 
 Errors (``UserError``): a missing file, a directory, invalid UTF-8, unequal line counts.
 Skipped and counted (``CorpusReport``): pairs with an empty side. Pairs over the length limit are
-dropped and counted later, after subword segmentation (:func:`seqlab.data.batching.encode_pairs`).
+dropped and counted later, after subword segmentation (:meth:`seqlab.data.tasks.Codec.encode`).
 """
 
 from __future__ import annotations
@@ -90,6 +90,41 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
             continue
         corpus.src.append(s)
         corpus.tgt.append(t)
+        corpus.line_numbers.append(number)
+    corpus.report.pairs = len(corpus.src)
+    return corpus
+
+
+def read_text(path: str | Path) -> ParallelCorpus:
+    """Plain text for a language model, one example per line (in ``tgt``); empty lines are skipped and counted."""
+    corpus = ParallelCorpus([], [], [])
+    for number, line in enumerate(read_lines(path), start=1):
+        line = line.strip()
+        if not line:
+            corpus.report.empty += 1
+            corpus.report.first_empty_line = corpus.report.first_empty_line or number
+            continue
+        corpus.src.append("")
+        corpus.tgt.append(line)
+        corpus.line_numbers.append(number)
+    corpus.report.pairs = len(corpus.tgt)
+    return corpus
+
+
+def read_labeled(path: str | Path) -> ParallelCorpus:
+    """``label<TAB>text`` lines for a classifier: text in ``src``, label in ``tgt``."""
+    corpus = ParallelCorpus([], [], [])
+    for number, line in enumerate(read_lines(path), start=1):
+        if not line.strip():
+            corpus.report.empty += 1
+            corpus.report.first_empty_line = corpus.report.first_empty_line or number
+            continue
+        label, tab, text = line.partition("\t")
+        if not tab or not label.strip() or not text.strip():
+            raise UserError(f"{path}:{number}: expected 'label<TAB>text', got {line[:60]!r}; "
+                            "separate the label from the text with one tab")
+        corpus.src.append(text.strip())
+        corpus.tgt.append(label.strip())
         corpus.line_numbers.append(number)
     corpus.report.pairs = len(corpus.src)
     return corpus

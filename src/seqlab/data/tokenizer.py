@@ -1,7 +1,8 @@
 """Subword segmentation with sentencepiece (Kudo & Richardson 2018).
 
 ``bpe`` (Sennrich et al. 2016) and ``unigram`` (Kudo 2018) learn subwords from the training data;
-``word`` and ``char`` are there for synthetic tasks and teaching. The four special tokens have
+``word`` and ``char`` are there for synthetic tasks and teaching; ``byte`` (:class:`ByteTokenizer`)
+needs no training at all: every UTF-8 byte is a token, as in GPT-2's byte-level vocabulary. The four special tokens have
 fixed ids in every vocabulary: <pad>=0, <unk>=1, <bos>=2, <eos>=3. The trained model is saved
 in the run directory, so a checkpoint carries the exact segmentation it was trained with, and
 :meth:`Tokenizer.decode` turns ids back into plain (detokenized) text.
@@ -10,6 +11,7 @@ in the run directory, so a checkpoint carries the exact segmentation it was trai
 from __future__ import annotations
 
 import io
+import json
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -34,8 +36,10 @@ class Tokenizer:
             raise UserError("sentencepiece model does not use seqlab's special ids (<pad>=0 <unk>=1 <bos>=2 <eos>=3)")
 
     @classmethod
-    def train(cls, sentences: Iterable[str], cfg: TokenizerConfig) -> "Tokenizer":
-        """Learn a vocabulary of at most ``cfg.vocab_size`` pieces from ``sentences``."""
+    def train(cls, sentences: Iterable[str], cfg: TokenizerConfig) -> "Tokenizer | ByteTokenizer":
+        """Learn a vocabulary of at most ``cfg.vocab_size`` pieces from ``sentences`` (``byte``: nothing to learn)."""
+        if cfg.type == "byte":
+            return ByteTokenizer()
         proto = io.BytesIO()
         spm.SentencePieceTrainer.train(
             sentence_iterator=iter(sentences),
@@ -55,10 +59,13 @@ class Tokenizer:
         return cls(proto.getvalue())
 
     @classmethod
-    def load(cls, path: str | Path) -> "Tokenizer":
+    def load(cls, path: str | Path) -> "Tokenizer | ByteTokenizer":
         path = Path(path)
         try:
-            return cls(path.read_bytes())
+            data = path.read_bytes()
+            if data.startswith(b"{"):  # the byte tokenizer's JSON stub
+                return ByteTokenizer.from_json(data, path)
+            return cls(data)
         except FileNotFoundError:
             raise UserError(f"{path}: tokenizer model not found; is this a complete seqlab run directory?") from None
         except (RuntimeError, OSError) as err:
@@ -84,3 +91,37 @@ class Tokenizer:
         if EOS in ids:
             ids = ids[: ids.index(EOS)]
         return self.sp.decode([i for i in ids if i not in (PAD, BOS)])
+
+
+class ByteTokenizer:
+    """UTF-8 bytes as tokens: ids 4 … 259 are bytes 0 … 255, after the four special tokens."""
+
+    pad_id, unk_id, bos_id, eos_id = PAD, UNK, BOS, EOS
+    OFFSET = 4
+
+    @classmethod
+    def from_json(cls, data: bytes, path: Path) -> "ByteTokenizer":
+        if json.loads(data).get("type") != "byte":
+            raise UserError(f"{path}: not a seqlab tokenizer file")
+        return cls()
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps({"type": "byte"}) + "\n", encoding="utf-8")
+
+    def __len__(self) -> int:
+        return 256 + self.OFFSET
+
+    def encode(self, text: str) -> list[int]:
+        return [b + self.OFFSET for b in text.encode("utf-8")]
+
+    def encode_batch(self, texts: list[str]) -> list[list[int]]:
+        return [self.encode(t) for t in texts]
+
+    def pieces(self, text: str) -> list[str]:
+        return [chr(b) if 32 <= b < 127 else f"<0x{b:02X}>" for b in text.encode("utf-8")]
+
+    def decode(self, ids: list[int]) -> str:
+        """Ids → text; stops at <eos>; a cut-off multi-byte character becomes U+FFFD."""
+        if EOS in ids:
+            ids = ids[: ids.index(EOS)]
+        return bytes(i - self.OFFSET for i in ids if i >= self.OFFSET).decode("utf-8", errors="replace")

@@ -2,8 +2,9 @@
 
 In training the decoder sees the true previous word (teacher forcing); at test time it only has
 its own guesses, so the translation is built one token at a time. Both searches here work on
-whole batches and on any model with the ``encode``/``decode`` contract of
-:mod:`seqlab.models.interface`.
+whole batches and on any encoder-decoder model with the ``encode``/``decode`` contract of
+:mod:`seqlab.models.interface` (Transformer, RNN seq2seq, vector_to_seq); sampling from language
+models is in :mod:`seqlab.decoding.sampling`.
 
 * greedy: take the most likely next token, y_t = argmax_y p(y | y_<t, x);
 * beam search: keep the K best prefixes by log-probability; a finished hypothesis is scored
@@ -30,9 +31,12 @@ class Hypothesis:
     score: float  # log-probability (greedy) or length-normalised log-probability (beam)
 
 
-def max_output_lengths(src: torch.Tensor, ratio: float, extra: int, limit: int) -> torch.Tensor:
-    """(B,) longest output allowed per sentence: ⌊ratio · |x|⌋ + extra, at most ``limit``."""
-    src_len = (src != PAD).sum(dim=1)
+def max_output_lengths(enc, ratio: float, extra: int, limit: int) -> torch.Tensor:
+    """(B,) longest output allowed per sentence: ⌊ratio · |x|⌋ + extra, at most ``limit``.
+
+    |x| counts the real source positions the encoder saw (1 for a one-vector source).
+    """
+    src_len = enc.src_mask.sum(dim=1)
     return (src_len.float() * ratio).floor().long().add(extra).clamp(1, limit)  # (B,)
 
 
@@ -58,7 +62,7 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence."""
     B = src.size(0)
     enc = model.encode(src)
-    max_len = max_output_lengths(src, max_len_ratio, max_len_extra, model.max_positions - 1)
+    max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)
     tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)  # (B, 1)
     scores = torch.zeros(B, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
@@ -94,9 +98,10 @@ def beam_search(
     """
     B, K, device = src.size(0), beam_size, src.device
     nbest = min(nbest, K)
-    max_len = max_output_lengths(src, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
+    enc = model.encode(src)
+    max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
     L = int(max_len.max())
-    enc = model.encode(src).index_select(torch.arange(B, device=device).repeat_interleave(K))  # B·K rows
+    enc = enc.index_select(torch.arange(B, device=device).repeat_interleave(K))  # B·K rows
 
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (B·K, 1) live prefixes
     beam_scores = torch.full((B, K), float("-inf"), device=device)

@@ -11,6 +11,9 @@ The lecture builds it up in three steps:
   meaning"); h heads attend in parallel and a final linear layer mixes their opinions.
 
 Masks are boolean and broadcast to (B, H, T_q, T_k): True marks a key the query may attend to.
+
+The first step, the attention of RNN seq2seq models, lives in :class:`RecurrentAttention` with
+its three score functions side by side; multi-head attention follows.
 """
 
 from __future__ import annotations
@@ -44,6 +47,45 @@ def scaled_dot_product_attention(
     if dropout > 0.0:
         weights = F.dropout(weights, p=dropout)
     return weights @ v, weights  # (B, H, T_q, d_k), (B, H, T_q, T_k)
+
+
+class RecurrentAttention(nn.Module):
+    """c_t = Σ_i softmax_i(score(s_t, h_i)) h_i: the decoder state s_t reads the encoder states h_i.
+
+    score(s, h) is one of
+      * ``dot``      ⟨s, h⟩, the lecture's inner product (Luong et al. 2015, eq. 8, "dot");
+      * ``general``  s W hᵀ, a learned bilinear form (Luong et al. 2015, "general");
+      * ``additive`` vᵀ tanh(W s + U h) (Bahdanau et al. 2015, eq. 6; Luong's "concat").
+    ``dot`` needs s and h of the same size; the others map between sizes.
+    """
+
+    def __init__(self, score: str, query_size: int, key_size: int, attention_size: int | None = None):
+        super().__init__()
+        if score == "dot" and query_size != key_size:
+            raise ValueError(f"dot attention needs equal sizes (decoder {query_size}, encoder {key_size})")
+        self.score_kind = score
+        if score == "general":
+            self.W = nn.Linear(key_size, query_size, bias=False)
+        elif score == "additive":
+            attention_size = attention_size or query_size
+            self.W_s = nn.Linear(query_size, attention_size, bias=False)
+            self.U_h = nn.Linear(key_size, attention_size)
+            self.v = nn.Linear(attention_size, 1, bias=False)
+
+    def scores(self, s: torch.Tensor, h: torch.Tensor) -> torch.Tensor:
+        """s: (B, T, Q) decoder states, h: (B, S, K) encoder states → scores (B, T, S)."""
+        if self.score_kind == "dot":
+            return s @ h.transpose(1, 2)  # ⟨s_t, h_i⟩
+        if self.score_kind == "general":
+            return s @ self.W(h).transpose(1, 2)  # s_t W h_iᵀ
+        # vᵀ tanh(W s_t + U h_i) for every (t, i) pair: (B, T, 1, A) + (B, 1, S, A)
+        return self.v(torch.tanh(self.W_s(s)[:, :, None] + self.U_h(h)[:, None])).squeeze(-1)
+
+    def forward(self, s: torch.Tensor, h: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Context vectors (B, T, K) and attention weights (B, T, S); ``mask`` (B, S) hides source <pad>."""
+        scores = self.scores(s, h).masked_fill(~mask[:, None, :], float("-inf"))  # (B, T, S)
+        weights = scores.softmax(dim=-1)  # each decoder step distributes 1 over the source words
+        return weights @ h, weights  # c_t = Σ_i α_ti h_i: (B, T, K)
 
 
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:

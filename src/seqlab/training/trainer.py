@@ -22,15 +22,16 @@ from tqdm import tqdm
 
 from seqlab import __version__
 from seqlab.config import Config, DecodeConfig, config_to_yaml
-from seqlab.data.batching import Example, batch_indices, collate, encode_pairs
-from seqlab.data.reader import ParallelCorpus, read_parallel
+from seqlab.data.batching import batch_indices, collate, example_length
+from seqlab.data.reader import ParallelCorpus
+from seqlab.data.tasks import TASK_OF, Codec, read_split
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
 from seqlab.evaluation import EvaluationResult, evaluate
 from seqlab.models import build_model, count_parameters
-from seqlab.runs import BEST, LAST, pick_device, tokenizer_files
+from seqlab.runs import BEST, LAST, make_codec, pick_device, tokenizer_files
 from seqlab.training.checkpoint import model_state, read_checkpoint, restore_optimizer, save_checkpoint
-from seqlab.training.loss import token_cross_entropy
+from seqlab.training.loss import batch_loss
 from seqlab.training.schedule import learning_rate
 
 
@@ -80,40 +81,52 @@ def _check_run_dir(run_dir: Path, resume: bool) -> None:
 
 
 def _read_corpora(cfg: Config) -> tuple[ParallelCorpus, ParallelCorpus | None]:
-    train = read_parallel(cfg.data.train.src, cfg.data.train.tgt)
-    dev = read_parallel(cfg.data.dev.src, cfg.data.dev.tgt) if cfg.data.dev else None
+    train = read_split(cfg.model.kind, cfg.data.train)
+    dev = read_split(cfg.model.kind, cfg.data.dev) if cfg.data.dev else None
     if dev is not None and cfg.train.valid_max_sentences:
         n = cfg.train.valid_max_sentences
         dev = ParallelCorpus(dev.src[:n], dev.tgt[:n], dev.line_numbers[:n], dev.report)
     return train, dev
 
 
-def _tokenizers(cfg: Config, corpus: ParallelCorpus, resume: bool) -> tuple[Tokenizer, Tokenizer]:
-    files = tokenizer_files(cfg.tokenizer.joint)
-    if resume:
-        return Tokenizer.load(cfg.run_dir / files["src"]), Tokenizer.load(cfg.run_dir / files["tgt"])
-    if cfg.tokenizer.joint:
-        joint = Tokenizer.train(corpus.src + corpus.tgt, cfg.tokenizer)
-        return joint, joint
-    return Tokenizer.train(corpus.src, cfg.tokenizer), Tokenizer.train(corpus.tgt, cfg.tokenizer)
+def _split_name(files) -> str:
+    return str(files.text) if files.text is not None else f"{files.src}|{files.tgt}"
 
 
-def _checkpoint_meta(cfg: Config, state: TrainState, src_tok: Tokenizer, tgt_tok: Tokenizer,
-                     metrics: dict[str, Any] | None) -> dict[str, Any]:
+def _make_codec(cfg: Config, corpus: ParallelCorpus, resume_meta: dict[str, Any] | None) -> Codec:
+    """Tokenizers (trained on the training text, or loaded to resume) and, for classifiers, the labels."""
+    files = tokenizer_files(cfg)
+    task = TASK_OF[cfg.model.kind]
+    if resume_meta is not None:
+        src_tok, tgt_tok = (Tokenizer.load(cfg.run_dir / files[side]) for side in ("src", "tgt"))
+        return make_codec(cfg, src_tok, tgt_tok, resume_meta.get("labels"))
+    if task == "translation" and not cfg.tokenizer.joint:
+        src_tok, tgt_tok = Tokenizer.train(corpus.src, cfg.tokenizer), Tokenizer.train(corpus.tgt, cfg.tokenizer)
+    else:
+        text = {"translation": corpus.src + corpus.tgt, "classify": corpus.src}.get(task, corpus.tgt)
+        src_tok = tgt_tok = Tokenizer.train(text, cfg.tokenizer)
+    labels = None
+    if task == "classify" and cfg.model.objective == "classify":
+        labels = sorted(set(corpus.tgt))
+    return make_codec(cfg, src_tok, tgt_tok, labels)
+
+
+def _checkpoint_meta(cfg: Config, state: TrainState, codec: Codec, metrics: dict[str, Any] | None) -> dict[str, Any]:
     return {
         "seqlab_version": __version__,
         "config": cfg.model_dump(mode="json"),
-        "tokenizers": tokenizer_files(cfg.tokenizer.joint),
-        "vocab_sizes": {"src": len(src_tok), "tgt": len(tgt_tok)},
+        "tokenizers": tokenizer_files(cfg),
+        "vocab_sizes": {"src": len(codec.src_tok), "tgt": len(codec.tgt_tok)},
+        "labels": codec.labels,
         "state": vars(state),
         "metrics": metrics,
     }
 
 
-def _validate(model, cfg: Config, dev: ParallelCorpus, src_tok, tgt_tok, device) -> EvaluationResult:
-    """Dev loss and PPL under teacher forcing, then greedy decoding for BLEU (fast enough to run often)."""
+def _validate(model, cfg: Config, codec: Codec, dev: ParallelCorpus, device) -> EvaluationResult:
+    """Dev loss (and PPL), then greedy decoding for BLEU or the classifier's accuracy."""
     greedy = DecodeConfig(**dict(cfg.decode.model_dump(), beam_size=1))
-    return evaluate(model, src_tok, tgt_tok, dev.src, dev.tgt, greedy, device, cfg.train.max_tokens)
+    return evaluate(model, codec, dev, greedy, device, cfg.train.max_tokens, name=_split_name(cfg.data.dev))
 
 
 def expected_total_steps(cfg: Config, state: TrainState, batches_per_epoch: int, steps_per_s: float,
@@ -134,7 +147,7 @@ def expected_total_steps(cfg: Config, state: TrainState, batches_per_epoch: int,
 def _improved(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
-    return value > best if metric == "bleu" else value < best
+    return value < best if metric == "loss" else value > best
 
 
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResult:
@@ -158,25 +171,28 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                                     f"{run_dir} was trained with {value!r}; restore it or start a new run_dir")
 
     torch.manual_seed(cfg.train.seed)
-    src_tok, tgt_tok = _tokenizers(cfg, train_corpus, resume)
-    examples, report = encode_pairs(train_corpus, src_tok, tgt_tok, cfg.data.max_len)
+    codec = _make_codec(cfg, train_corpus, resume_meta)
+    train_name = _split_name(cfg.data.train)
+    examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
     if not examples:
-        raise UserError(f"{cfg.data.train.src}: no training pairs left after filtering ({report.summary('train')}); "
+        raise UserError(f"{train_name}: no training pairs left after filtering ({report.summary('train')}); "
                         f"raise data.max_len or check the files")
+    if dev_corpus is not None:  # a bad label or vector in the dev set is found now, not at the first validation
+        codec.encode(dev_corpus, cfg.data.dev.text or cfg.data.dev.src)
 
     # 2. The run directory.
     run_dir.mkdir(parents=True, exist_ok=True)
     log = RunLog(run_dir / "train.log", quiet=not progress)
     if not resume:
-        for side, name in tokenizer_files(cfg.tokenizer.joint).items():
-            (src_tok if side == "src" else tgt_tok).save(run_dir / name)
+        for side, name in tokenizer_files(cfg).items():
+            (codec.src_tok if side == "src" else codec.tgt_tok).save(run_dir / name)
         (run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
-    log(report.summary(f"train {cfg.data.train.src}|{cfg.data.train.tgt}"))
+    log(report.summary(f"train {train_name}"))
     if dev_corpus is not None:
-        log(dev_corpus.report.summary(f"dev   {cfg.data.dev.src}|{cfg.data.dev.tgt}"))
+        log(dev_corpus.report.summary(f"dev   {_split_name(cfg.data.dev)}"))
 
     # 3. Model, optimizer, and the state to resume from.
-    model = build_model(cfg.model, len(src_tok), len(tgt_tok)).to(device)
+    model = build_model(cfg.model, len(codec.src_tok), codec.n_outputs).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr(), betas=cfg.train.adam_betas,
                                  eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
     state = TrainState()
@@ -186,13 +202,15 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         torch.set_rng_state(resume_tensors["rng.torch"])
         state = TrainState(**resume_meta["state"])
         log(f"resumed from {run_dir / LAST} at step {state.step}")
-    log(f"model: {cfg.model.kind}, {count_parameters(model):,} parameters; vocabulary {len(src_tok)}/{len(tgt_tok)}; "
+    outputs = f"{len(codec.labels)} labels" if codec.labels else f"vocabulary {len(codec.src_tok)}/{len(codec.tgt_tok)}"
+    log(f"model: {cfg.model.kind}, {count_parameters(model):,} parameters; {outputs}; "
         f"device {device}, {torch.get_num_threads()} threads")
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: slow, and only needed here
 
     writer = SummaryWriter(str(run_dir / "tensorboard"))
-    lengths = [max(len(e.src), len(e.tgt)) + 1 for e in examples]
+    lengths = [example_length(e) for e in examples]
+    metric = cfg.validation_metric()
     started = time.monotonic()
     bar = tqdm(total=cfg.train.max_steps, initial=state.step, unit="step", disable=not progress, dynamic_ncols=True)
     last_validation: dict[str, Any] | None = None
@@ -208,24 +226,24 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         metrics: dict[str, Any] = {"step": state.step}
         improved = True
         if dev_corpus is not None:
-            result = _validate(model, cfg, dev_corpus, src_tok, tgt_tok, device)
-            value = result.scores.bleu if cfg.train.metric == "bleu" else result.nll_per_token
-            metrics.update(loss=result.nll_per_token, ppl=result.ppl, bleu=result.scores.bleu,
-                           chrf=result.scores.chrf, exact_match=result.scores.exact_match)
-            improved = _improved(cfg.train.metric, value, state.best_metric)
+            result = _validate(model, cfg, codec, dev_corpus, device)
+            value = result.metric(metric)
+            metrics.update(loss=result.loss, ppl=result.ppl, accuracy=result.accuracy)
+            if result.scores is not None:
+                metrics.update(bleu=result.scores.bleu, chrf=result.scores.chrf, exact_match=result.scores.exact_match)
+            improved = _improved(metric, value, state.best_metric)
             if improved:
                 state.best_metric = value
                 state.validations_without_improvement = 0
             else:
                 state.validations_without_improvement += 1
-            for k in ("loss", "ppl", "bleu", "chrf", "exact_match"):
-                writer.add_scalar(f"valid/{k}", metrics[k], state.step)
-            log(f"step {state.step:>7} | valid loss {result.nll_per_token:.4f} | PPL {result.ppl:.3f} | "
-                f"BLEU {result.scores.bleu:.2f} | chrF {result.scores.chrf:.2f} | "
-                f"exact {result.scores.exact_match:.1f}%" + ("  *best*" if improved else ""))
+            for k, v in metrics.items():
+                if k != "step" and v is not None:
+                    writer.add_scalar(f"valid/{k}", v, state.step)
+            log(f"step {state.step:>7} | valid {result.summary()}" + ("  *best*" if improved else ""))
         state.history.append(metrics)
         last_validation = metrics
-        meta = _checkpoint_meta(cfg, state, src_tok, tgt_tok, metrics)
+        meta = _checkpoint_meta(cfg, state, codec, metrics)
         save_checkpoint(run_dir / LAST, model, meta, optimizer)
         if improved:
             save_checkpoint(run_dir / BEST, model, meta)
@@ -243,17 +261,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                     group["lr"] = lr
 
                 model.train()
-                logits = model(batch.src, batch.tgt_in)  # (B, T, V), teacher forcing
-                loss_sum = token_cross_entropy(logits, batch.tgt_out, cfg.train.label_smoothing)
+                loss_sum = batch_loss(model, batch, cfg.train.label_smoothing)
                 optimizer.zero_grad(set_to_none=True)
-                (loss_sum / batch.n_tgt_tokens).backward()
+                (loss_sum / batch.n_targets).backward()
                 if cfg.train.clip_norm > 0:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
                 optimizer.step()
                 state.step += 1
                 state.next_batch += 1
                 window_loss += loss_sum.detach()
-                window_tokens += batch.n_tgt_tokens
+                window_tokens += batch.n_targets
                 bar.update(1)
 
                 if state.step % cfg.train.log_every == 0:
@@ -276,7 +293,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                     window_tokens, window_start = 0, time.monotonic()
 
                 if state.step % cfg.train.valid_every == 0 and run_validation():
-                    stop_reason = f"early stopping: no improvement in {cfg.train.metric} for {cfg.train.patience} validations"
+                    stop_reason = f"early stopping: no improvement in {metric} for {cfg.train.patience} validations"
                 elif state.step >= cfg.train.max_steps:
                     stop_reason = f"reached train.max_steps ({cfg.train.max_steps})"
                 elif cfg.train.max_minutes and time.monotonic() - started > 60 * cfg.train.max_minutes:
@@ -290,7 +307,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
             run_validation()
     except KeyboardInterrupt:
         bar.close()
-        save_checkpoint(run_dir / LAST, model, _checkpoint_meta(cfg, state, src_tok, tgt_tok, last_validation), optimizer)
+        save_checkpoint(run_dir / LAST, model, _checkpoint_meta(cfg, state, codec, last_validation), optimizer)
         writer.close()
         raise UserError(f"interrupted at step {state.step}; checkpoint saved to {run_dir / LAST}. "
                         f"Continue with: seqlab train CONFIG --resume") from None
@@ -299,6 +316,5 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     minutes = (time.monotonic() - started) / 60
     log(f"stopped at step {state.step} after {minutes:.1f} min: {stop_reason}")
     if dev_corpus is not None and state.best_metric is not None:
-        shown = f"{state.best_metric:.2f}" if cfg.train.metric == "bleu" else f"{math.exp(state.best_metric):.3f} PPL"
-        log(f"best validation {cfg.train.metric}: {shown} → {run_dir / BEST}")
+        log(f"best validation {metric}: {state.best_metric:.4g} → {run_dir / BEST}")
     return TrainResult(run_dir, state, stop_reason, last_validation)
