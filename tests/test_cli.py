@@ -141,3 +141,54 @@ def test_debug_shows_the_traceback(tmp_path):
 
     with pytest.raises(UserError):
         main(["train", str(tmp_path / "nope.yaml"), "--debug"])
+
+
+def test_language_model_generate_and_evaluate(task_data, tmp_path, capsys):
+    from tests.conftest import kind_config_tree
+
+    run = tmp_path / "lm"
+    config = write_config(tmp_path, kind_config_tree("gpt", task_data, run))
+    assert run_cli(["train", str(config), "--quiet"], capsys)[0] == 0
+    args = ["generate", "--ckpt", str(run), "--prompt", "the cat", "--temperature", "0.8", "--top-k", "5",
+            "--seed", "3", "-n", "2", "--max-new-tokens", "6"]
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    lines = out.splitlines()
+    assert len(lines) == 2 and all(line.startswith("the cat") for line in lines)
+    assert run_cli(args, capsys)[1] == out  # seeded
+    code, out, _ = run_cli(["evaluate", "--ckpt", str(run), "--text", str(task_data["lm"] / "test.txt")], capsys)
+    assert code == 0 and "PPL" in out and "BLEU" not in out
+    code, _, err = run_cli(["translate", "--ckpt", str(run)], capsys)
+    assert_one_line_error(code, err, "has no source to translate", "seqlab generate")
+    code, _, err = run_cli(["evaluate", "--ckpt", str(run), "--src", "a", "--ref", "b"], capsys)
+    assert_one_line_error(code, err, "evaluated on --text FILE")
+    code, _, err = run_cli(args[:3] + ["--top-p", "1.5"], capsys)
+    assert_one_line_error(code, err, "--top-p 1.5 is out of range")
+
+
+def test_classifier_evaluate_prints_accuracy_and_translate_labels(task_data, tmp_path, capsys, monkeypatch):
+    from tests.conftest import kind_config_tree
+
+    run = tmp_path / "cls"
+    config = write_config(tmp_path, kind_config_tree("classifier", task_data, run))
+    assert run_cli(["train", str(config), "--quiet"], capsys)[0] == 0
+    code, out, _ = run_cli(["evaluate", "--ckpt", str(run), "--text", str(task_data["sentiment"] / "test.tsv")],
+                           capsys)
+    assert code == 0 and "accuracy" in out and "PPL" not in out
+    code, out, _ = run_cli(["translate", "--ckpt", str(run)], capsys, stdin="the good cat sees a dog .\n",
+                           monkeypatch=monkeypatch)
+    assert code == 0 and out.strip() in ("pos", "neg")
+    code, _, err = run_cli(["generate", "--ckpt", str(run)], capsys)
+    assert_one_line_error(code, err, "generate needs a language model")
+
+
+def test_bad_label_in_dev_set_names_file_and_line(task_data, tmp_path, capsys):
+    from tests.conftest import kind_config_tree
+
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("pos\tthe cat .\nmaybe\tthe dog .\n")
+    tree = kind_config_tree("classifier", task_data, tmp_path / "run")
+    tree["data"]["dev"] = {"text": str(dev)}
+    code, _, err = run_cli(["train", str(write_config(tmp_path, tree))], capsys)
+    assert_one_line_error(code, err, "dev.tsv:2: label 'maybe' was not seen in training")
+    assert not (tmp_path / "run").exists()

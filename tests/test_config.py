@@ -78,3 +78,49 @@ def test_load_config_errors(tmp_path):
     bad.write_text("run_dir: x\ndata: [unclosed\n")
     with pytest.raises(UserError, match=r"bad.yaml line \d+: not valid YAML"):
         load_config(bad)
+
+
+def test_unknown_model_kind_is_one_line_naming_the_choices():
+    tree = base_tree()
+    tree["model"] = {"kind": "lstm_seq2seq"}
+    msg = error_of(tree)
+    assert "key 'model.kind': unknown model kind 'lstm_seq2seq'" in msg and "rnn_seq2seq" in msg and "gpt" in msg
+
+
+def test_a_field_another_kind_takes_is_named_with_the_kind():
+    tree = base_tree()
+    tree["model"] = {"kind": "rnn_seq2seq", "n_heads": 8}
+    assert "unknown key 'model.n_heads': not an option of model.kind rnn_seq2seq" in error_of(tree)
+    tree["model"] = {"kind": "transformer", "attention": "dot"}
+    assert "unknown key 'model.attention': not an option of model.kind transformer" in error_of(tree)
+    tree["model"] = {"kind": "rnn_seq2seq", "attention": "luong"}
+    assert "key 'model.attention'" in error_of(tree) and "'luong'" in error_of(tree)
+
+
+def test_each_kind_reads_its_own_data_layout():
+    tree = base_tree()
+    tree["model"] = {"kind": "gpt"}
+    assert "model.kind gpt reads data.train.text" in error_of(tree)
+    tree["data"]["train"] = {"text": "lm.txt"}
+    cfg = parse_config(tree)
+    assert cfg.validation_metric() == "loss"
+    tree["model"] = {"kind": "rnn_seq2seq"}
+    assert "reads line-aligned data.train.src and data.train.tgt" in error_of(tree)
+    tree["model"] = {"kind": "classifier"}
+    assert parse_config(tree).validation_metric() == "accuracy"
+    tree["train"] = {"metric": "bleu"}
+    assert "train.metric bleu does not apply to model.kind classifier" in error_of(tree)
+
+
+def test_bidirectional_encoder_needs_an_even_state():
+    tree = base_tree()
+    tree["model"] = {"kind": "rnn_seq2seq", "bidirectional": True, "hidden_size": 33}
+    assert "model.hidden_size (33) must be even" in error_of(tree)
+
+
+def test_every_example_config_is_valid():
+    from pathlib import Path
+
+    configs = sorted(Path("configs").glob("*.yaml"))
+    kinds = {load_config(path).model.kind for path in configs}
+    assert kinds == {"transformer", "rnn_seq2seq", "gpt", "rnn_lm", "classifier", "vector_to_seq"}

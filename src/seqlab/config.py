@@ -215,7 +215,7 @@ class TrainConfig(Section):
 class DecodeConfig(Section):
     beam_size: int = Field(5, gt=0)  # 1 = greedy
     length_penalty: float = Field(1.0, ge=0)  # α of Wu et al. 2016: score / ((5 + |Y|) / 6)^α
-    max_len_ratio: float = Field(1.5, gt=0)  # output length ≤ ratio · source length + max_len_extra
+    max_len_ratio: float = Field(1.5, ge=0)  # output length ≤ ratio · source length + max_len_extra
     max_len_extra: int = Field(10, ge=0)
     batch_size: int = Field(64, gt=0)  # sentences decoded at once
 

@@ -110,3 +110,29 @@ def test_outputs_respect_the_length_limit():
 def test_search_validates_beam_size():
     with pytest.raises(ValueError, match="beam size"):
         search(TRAP, torch.tensor([[A, EOS]]), beam_size=0)
+
+
+def encoder_decoder_models():
+    from seqlab.config import RNNSeq2SeqConfig, VectorToSeqConfig
+
+    torch.manual_seed(5)
+    models = {"transformer": random_transformer(5)}
+    for attention in ("none", "dot", "general", "additive"):
+        cfg = RNNSeq2SeqConfig(kind="rnn_seq2seq", attention=attention, cell="lstm", embed_dim=16, hidden_size=32,
+                               bidirectional=attention == "dot")
+        models[f"rnn_seq2seq/{attention}"] = build_model(cfg, 20, 20).eval()
+    for condition in ("init_state", "prefix"):
+        cfg = VectorToSeqConfig(kind="vector_to_seq", input_dim=6, condition=condition, embed_dim=16, hidden_size=32)
+        models[f"vector_to_seq/{condition}"] = build_model(cfg, 0, 20).eval()
+    return models
+
+
+@pytest.mark.parametrize("name", list(encoder_decoder_models()))
+def test_beam_one_equals_greedy_for_every_encoder_decoder_kind(name):
+    model = encoder_decoder_models()[name]
+    src = torch.randn(4, 6) if name.startswith("vector") else sources([5, 9, 3, 7], seed=2)
+    greedy = greedy_search(model, src, 1.5, 6)
+    beam = beam_search(model, src, beam_size=1, max_len_ratio=1.5, max_len_extra=6)
+    assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam]
+    wide = beam_search(model, src, beam_size=4, max_len_ratio=1.5, max_len_extra=6, nbest=4)
+    assert all(len(h) == 4 for h in wide)

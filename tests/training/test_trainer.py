@@ -103,3 +103,43 @@ def test_progress_bar_length_follows_the_budget_that_ends_the_run(tiny_config):
     cfg.train.max_epochs = 3
     assert expected_total_steps(cfg, state, 50, 2.0, None) == 100 + 2 * 50 - 10  # the rest of epochs 2 and 3
     assert expected_total_steps(cfg, state, 50, 2.0, -5.0) == 100  # over time: ends now
+
+
+def small_batch(kind: str):
+    """A handful of examples of the shape each kind trains on."""
+    g = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(4, 16, (n,), generator=g).tolist() for n in (5, 7, 3, 6)]
+    if kind in ("gpt", "rnn_lm"):  # distinct first tokens: after them, each sequence is determined
+        return collate([Example(i, None, [4 + i] + s) for i, s in enumerate(seqs)])
+    if kind == "classifier":
+        return collate([Example(i, s, i % 3) for i, s in enumerate(seqs)])
+    if kind == "vector_to_seq":
+        return collate([Example(i, torch.randn(40, generator=g), s) for i, s in enumerate(seqs)])
+    return collate([Example(i, s, s[::-1]) for i, s in enumerate(seqs)])
+
+
+@pytest.mark.parametrize("kind", ["transformer", "rnn_seq2seq", "rnn_seq2seq/plain", "gpt", "rnn_lm", "classifier",
+                                  "vector_to_seq"])
+def test_every_kind_overfits_a_small_batch(kind):
+    from seqlab.config import MODEL_CONFIGS
+    from seqlab.training.loss import batch_loss
+    from tests.conftest import TINY_MODELS
+
+    torch.manual_seed(0)
+    kind, _, variant = kind.partition("/")
+    options = dict(TINY_MODELS[kind], **({"attention": "none", "bidirectional": False} if variant == "plain" else {}))
+    model = build_model(MODEL_CONFIGS[kind](**options), 16, 3 if kind == "classifier" else 16)
+    batch = small_batch(kind)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2 if "rnn" in kind or kind == "vector_to_seq" else 3e-3)
+    for _ in range(200):
+        loss = batch_loss(model, batch) / batch.n_targets
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    if kind in ("gpt", "rnn_lm"):
+        # The first token of each sequence follows <bos> alone: no model can know which of the four
+        # comes, so it costs log 4 at best. Every later token is determined by the ones before it.
+        with torch.no_grad():
+            later = token_cross_entropy(model(None, batch.tgt_in)[:, 1:], batch.tgt_out[:, 1:])
+        loss = later / (batch.n_targets - 4)
+    assert loss.item() < 0.05, loss.item()
