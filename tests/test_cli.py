@@ -192,3 +192,18 @@ def test_bad_label_in_dev_set_names_file_and_line(task_data, tmp_path, capsys):
     code, _, err = run_cli(["train", str(write_config(tmp_path, tree))], capsys)
     assert_one_line_error(code, err, "dev.tsv:2: label 'maybe' was not seen in training")
     assert not (tmp_path / "run").exists()
+
+
+def test_regression_classifier_reports_mse(task_data, tmp_path, capsys):
+    from tests.conftest import kind_config_tree
+
+    for split in ("train", "dev"):  # the score: the sentence's length in words
+        lines = (task_data["sentiment"] / f"{split}.tsv").read_text().splitlines()
+        text = [line.split("\t")[1] for line in lines]
+        (tmp_path / f"{split}.tsv").write_text("".join(f"{len(t.split())}\t{t}\n" for t in text))
+    tree = kind_config_tree("classifier", task_data, tmp_path / "run")
+    tree["model"]["objective"] = "regress"
+    tree["data"].update(train={"text": str(tmp_path / "train.tsv")}, dev={"text": str(tmp_path / "dev.tsv")})
+    assert run_cli(["train", str(write_config(tmp_path, tree)), "--quiet"], capsys)[0] == 0
+    code, out, _ = run_cli(["evaluate", "--ckpt", str(tmp_path / "run"), "--text", str(tmp_path / "dev.tsv")], capsys)
+    assert code == 0 and "MSE" in out and "accuracy" not in out

@@ -26,7 +26,7 @@ def _decode_config(base, beam: Optional[int], length_penalty: Optional[float], m
     """The checkpoint's decode settings with command-line values on top (validated by pydantic)."""
     from pydantic import ValidationError
 
-    from seqlab.config import DecodeConfig, describe_validation_error
+    from seqlab.config import DecodeConfig
 
     changes = {"beam_size": beam, "length_penalty": length_penalty, "max_len_ratio": max_len_ratio,
                "batch_size": batch_size}

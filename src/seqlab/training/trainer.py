@@ -9,7 +9,6 @@ last checkpoint, and stopping early when the metric stops improving.
 
 from __future__ import annotations
 
-import math
 import os
 import sys
 import time
