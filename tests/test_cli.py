@@ -207,3 +207,23 @@ def test_regression_classifier_reports_mse(task_data, tmp_path, capsys):
     assert run_cli(["train", str(write_config(tmp_path, tree)), "--quiet"], capsys)[0] == 0
     code, out, _ = run_cli(["evaluate", "--ckpt", str(tmp_path / "run"), "--text", str(tmp_path / "dev.tsv")], capsys)
     assert code == 0 and "MSE" in out and "accuracy" not in out
+
+
+def test_experiment_attention_and_report_commands(reverse_data, tmp_path, capsys):
+    out = tmp_path / "lr"
+    code, stdout, err = run_cli(["experiment", "long-range", "--tasks", "copy", "--lengths", "3", "--models",
+                                 "gru,transformer", "--steps", "3", "--train-size", "40", "--out", str(out)], capsys)
+    assert code == 0, err
+    assert "Exact match on the test set" in stdout and "GRU seq2seq" in stdout and "Transformer" in stdout
+    code, stdout, _ = run_cli(["report", str(out)], capsys)
+    assert code == 0 and (out / "report.html").exists()
+    code, _, err = run_cli(["experiment", "long-range", "--lengths", "5,x", "--out", str(tmp_path / "bad")], capsys)
+    assert_one_line_error(code, err, "--lengths: expected comma-separated integers")
+
+    run = tmp_path / "run"
+    assert run_cli(["train", str(write_config(tmp_path, tiny_config_tree(reverse_data, run))), "--quiet"], capsys)[0] == 0
+    code, stdout, err = run_cli(["attention", "a b c", "--ckpt", str(run), "--out", str(tmp_path / "maps")], capsys)
+    assert code == 0, err
+    assert (tmp_path / "maps" / "attention_grid.png").exists() and "wrote 7 PNGs" in stdout  # grid + 3 kinds × 2 heads
+    code, _, err = run_cli(["attention", "a b", "--ckpt", str(run), "--beam", "0"], capsys)
+    assert_one_line_error(code, err, "--beam must be at least 1")

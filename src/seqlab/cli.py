@@ -19,6 +19,19 @@ app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_
                   help="Train, decode, evaluate and explain sequence models.")
 data_app = typer.Typer(no_args_is_help=True, help="Built-in data sets.")
 app.add_typer(data_app, name="data")
+experiment_app = typer.Typer(no_args_is_help=True, help="The lecture, measured: train, measure and draw.")
+app.add_typer(experiment_app, name="experiment")
+
+
+def _int_list(text: str, flag: str) -> list[int]:
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise UserError(f"{flag}: expected comma-separated integers, e.g. 5,10,20 (got {text!r})") from None
+
+
+def _log(message: str) -> None:
+    typer.echo(message, err=True)
 
 
 def _decode_config(base, beam: Optional[int], length_penalty: Optional[float], max_len_ratio: Optional[float],
@@ -258,6 +271,114 @@ def data_synth(
 
     sizes = write_synthetic(task, out, vocab_size, min_len, max_len, train_size, dev_size, test_size, seed)
     typer.echo(f"wrote {task} task to {out}: " + ", ".join(f"{k} {v}" for k, v in sizes.items()), err=True)
+
+
+@experiment_app.command("long-range")
+def experiment_long_range(
+    tasks: str = typer.Option("copy,reverse", "--tasks", help="Comma-separated: copy, reverse."),
+    lengths: str = typer.Option("5,10,20,40,80", "--lengths", help="Sequence lengths L, comma-separated."),
+    models: str = typer.Option("rnn,lstm,gru,lstm+attention,transformer", "--models",
+                               help="Comma-separated: rnn, lstm, gru, lstm+attention, transformer."),
+    steps: int = typer.Option(3000, "--steps", help="Training steps per run (budget)."),
+    minutes: float = typer.Option(1.0, "--minutes", help="Training minutes per run (budget)."),
+    train_size: int = typer.Option(10000, "--train-size", help="Training pairs per task and length."),
+    seed: int = typer.Option(1, "--seed"),
+    out: Path = typer.Option(Path("runs/experiments/long-range"), "--out", help="Directory for runs, CSV and PNG."),
+):
+    """Exact match against sequence length and token accuracy against position, for RNNs and the Transformer."""
+    from seqlab.analysis.long_range import LongRangeSettings, format_table, run_long_range
+
+    if steps < 1 or minutes <= 0 or train_size < 1:
+        raise UserError("--steps, --minutes and --train-size must be positive")
+    settings = LongRangeSettings(tasks=[t.strip() for t in tasks.split(",") if t.strip()],
+                                 lengths=_int_list(lengths, "--lengths"),
+                                 models=[m.strip() for m in models.split(",") if m.strip()],
+                                 steps=steps, minutes=minutes, train_size=train_size, seed=seed)
+    rows = run_long_range(settings, out, log=_log)
+    typer.echo("Exact match on the test set (greedy), by task and sequence length:\n" + format_table(rows))
+    typer.echo(f"\nwrote {out}/results.csv, positions.csv, exact_vs_length.png, accuracy_vs_position.png", err=True)
+
+
+@experiment_app.command("gradients")
+def experiment_gradients(
+    models: str = typer.Option("rnn,lstm,gru,transformer", "--models", help="Comma-separated: rnn, lstm, gru, transformer."),
+    length: int = typer.Option(40, "--length", help="T: the step whose loss is differentiated and whose state is probed."),
+    steps: int = typer.Option(1500, "--steps", help="Training steps per model (budget)."),
+    minutes: float = typer.Option(1.0, "--minutes", help="Training minutes per model (budget)."),
+    train_size: int = typer.Option(4000, "--train-size", help="Training lines of the synthetic language."),
+    probe_size: int = typer.Option(2000, "--probe-size", help="Random sequences for the linear probe."),
+    seed: int = typer.Option(1, "--seed"),
+    out: Path = typer.Option(Path("runs/experiments/gradients"), "--out", help="Directory for runs, CSV and PNG."),
+):
+    """‖∂L_T/∂x_t‖ against distance (vanishing gradients) and a linear probe of h_T (blurring), fresh and trained."""
+    from seqlab.analysis.gradients import GradientSettings, run_gradients
+
+    if min(steps, train_size, probe_size) < 1 or minutes <= 0 or probe_size < 8:
+        raise UserError("--steps, --minutes, --train-size must be positive and --probe-size at least 8")
+    settings = GradientSettings(models=[m.strip() for m in models.split(",") if m.strip()], length=length,
+                                steps=steps, minutes=minutes, train_size=train_size, probe_size=probe_size, seed=seed)
+    run_gradients(settings, out, log=_log)
+    typer.echo(f"wrote {out}/gradients.csv, probe.csv, gradient_vs_distance.png, probe_vs_distance.png")
+
+
+@experiment_app.command("length-buckets")
+def experiment_length_buckets(
+    ckpt: list[Path] = typer.Option(..., "--ckpt", help="Run directory or checkpoint; repeat for each model."),
+    src: Path = typer.Option(..., "--src", help="Source sentences."),
+    ref: Path = typer.Option(..., "--ref", help="References, line-aligned with --src."),
+    width: int = typer.Option(10, "--width", help="Bucket width in source words."),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size [each checkpoint's decode.beam_size]."),
+    out: Path = typer.Option(Path("runs/experiments/length-buckets"), "--out", help="Directory for CSV and PNG."),
+):
+    """BLEU by source-length bucket for several models (Bahdanau et al. 2015, Figure 2)."""
+    from seqlab.analysis.length_buckets import run_length_buckets
+
+    if beam is not None and beam < 1:
+        raise UserError(f"--beam must be at least 1 (got {beam})")
+    names = [c.name if c.is_dir() else c.parent.name for c in ckpt]
+    if len(set(names)) < len(names):
+        names = [f"{i + 1}-{n}" for i, n in enumerate(names)]
+    rows = run_length_buckets(ckpt, src, ref, out, width, beam, names, log=_log)
+    buckets = list(dict.fromkeys(r["bucket"] for r in rows))
+    typer.echo(f"{'model':<24}" + "".join(f"{b:>9}" for b in buckets))
+    for name in names:
+        cells = {r["bucket"]: r["bleu"] for r in rows if r["model"] == name}
+        typer.echo(f"{name:<24}" + "".join(f"{cells[b]:>9.1f}" if b in cells else f"{'-':>9}" for b in buckets))
+    typer.echo(f"wrote {out}/length_buckets.csv and bleu_vs_length.png", err=True)
+
+
+@app.command()
+def attention(
+    sentence: str = typer.Argument(..., help="The sentence to translate (or, for GPT, to read)."),
+    ckpt: Path = typer.Option(..., "--ckpt", help="Run directory or checkpoint of a transformer, gpt or "
+                                                  "rnn_seq2seq-with-attention model."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the PNGs [RUN/attention]."),
+    beam: int = typer.Option(1, "--beam", help="Beam size for the translation whose maps are drawn."),
+):
+    """Heatmaps of every attention layer and head (grid + one PNG per head), tokens on the axes."""
+    from seqlab.analysis.attention_maps import attention_maps, draw_attention
+    from seqlab.runs import load_model
+
+    if beam < 1:
+        raise UserError(f"--beam must be at least 1 (got {beam})")
+    if not sentence.strip():
+        raise UserError("give a non-empty sentence")
+    loaded = load_model(ckpt)
+    maps, labels = attention_maps(loaded, sentence, beam)
+    target = out or loaded.path.parent / "attention"
+    paths = draw_attention(maps, labels, target, sentence)
+    typer.echo(f"wrote {len(paths)} PNGs to {target} (grid: {paths[0]})")
+
+
+@app.command()
+def report(
+    directory: Path = typer.Argument(..., help="A run directory or an experiment's --out directory."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write [DIR/report.html]."),
+):
+    """One self-contained HTML page with the configuration, curves, examples, attention maps and tables."""
+    from seqlab.analysis.report import write_report
+
+    typer.echo(f"wrote {write_report(directory, out)}")
 
 
 def main(argv: list[str] | None = None) -> None:

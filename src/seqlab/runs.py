@@ -7,6 +7,7 @@
       checkpoint_best.safetensors/.json best by the validation metric
       checkpoint_last.safetensors/.json latest, with optimizer and data position for --resume
       train.log                         what the progress bar showed, as text
+      metrics.jsonl                     training loss, lr, tokens/s and validation scores, one JSON per line
       tensorboard/                      loss, lr, PPL and BLEU curves (tensorboard --logdir RUN_DIR)
 """
 

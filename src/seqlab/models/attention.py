@@ -102,6 +102,7 @@ class MultiHeadAttention(nn.Module):
     ``impl="sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels);
     ``impl="manual"`` runs :func:`scaled_dot_product_attention` above. Both give the same result
     (tests/models/test_attention.py); asking for the weights always takes the written-out path.
+    Setting ``record = True`` keeps each call's weights in ``recorded`` (for attention maps).
     """
 
     def __init__(self, d_model: int, n_heads: int, dropout: float = 0.0, impl: str = "sdpa"):
@@ -116,6 +117,8 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(d_model, d_model)  # W^K: "the answer"
         self.v_proj = nn.Linear(d_model, d_model)  # W^V: "the meaning"
         self.out_proj = nn.Linear(d_model, d_model)  # W^O: mixes the heads' outputs
+        self.record = False
+        self.recorded: torch.Tensor | None = None  # (B, H, T_q, T_k) of the last call, when recording
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
@@ -142,7 +145,7 @@ class MultiHeadAttention(nn.Module):
         v = self._split_heads(self.v_proj(value))  # (B, H, T_k, d_k)
         dropout = self.dropout if self.training else 0.0
 
-        manual = need_weights or self.impl == "manual"
+        manual = need_weights or self.record or self.impl == "manual"
         if is_causal and (manual or mask is not None):
             # Only SDPA's fused kernel takes the look-ahead mask as a flag; fold it in otherwise.
             look_ahead = causal_mask(T_q, query.device)  # (T_q, T_k), self-attention: T_q = T_k
@@ -152,6 +155,8 @@ class MultiHeadAttention(nn.Module):
         weights = None
         if manual:
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout)
+            if self.record:
+                self.recorded = weights.detach()
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal

@@ -9,6 +9,7 @@ last checkpoint, and stopping early when the metric stops improving.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import time
@@ -65,6 +66,12 @@ class RunLog:
             tqdm.write(message, file=sys.stderr)
         with open(self.path, "a", encoding="utf-8") as f:
             f.write(message + "\n")
+
+
+def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
+    """One JSON line per log interval and per validation in RUN_DIR/metrics.jsonl (read by seqlab report)."""
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def _check_run_dir(run_dir: Path, resume: bool) -> None:
@@ -241,6 +248,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                     writer.add_scalar(f"valid/{k}", v, state.step)
             log(f"step {state.step:>7} | valid {result.summary()}" + ("  *best*" if improved else ""))
         state.history.append(metrics)
+        append_metrics(run_dir, {"valid": metrics, "step": state.step})
         last_validation = metrics
         meta = _checkpoint_meta(cfg, state, codec, metrics)
         save_checkpoint(run_dir / LAST, model, meta, optimizer)
@@ -288,6 +296,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                     writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
                     with open(run_dir / "train.log", "a", encoding="utf-8") as f:
                         f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
+                    append_metrics(run_dir, {"step": state.step, "train_loss": loss, "lr": lr, "tokens_per_s": tok_s})
                     window_loss.zero_()
                     window_tokens, window_start = 0, time.monotonic()
 
