@@ -6,6 +6,7 @@ matplotlib with the non-interactive Agg backend, so plots are written on machine
 from __future__ import annotations
 
 import csv
+import textwrap
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -38,7 +39,7 @@ def line_panels(path: Path, panels: dict[str, dict[str, tuple[Sequence[float], S
             ax.set_ylim(*ylim)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.suptitle(title)
+    fig.suptitle(textwrap.fill(title, width=62 * len(panels)))  # long titles wrap instead of being cut off
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
