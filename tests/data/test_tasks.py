@@ -58,3 +58,9 @@ def test_byte_tokenizer_round_trip(tmp_path):
     assert tok.decode(tok.encode(text)) == text and len(tok) == 260
     tok.save(tmp_path / "tokenizer.model")
     assert isinstance(Tokenizer.load(tmp_path / "tokenizer.model"), ByteTokenizer)
+
+
+def test_byte_pieces_name_specials_and_bytes():
+    tok = ByteTokenizer()
+    assert [tok.id_to_piece(i) for i in (0, 2, 3)] == ["<pad>", "<bos>", "<eos>"]
+    assert tok.pieces("aé") == ["a", "<0xC3>", "<0xA9>"]

@@ -38,11 +38,8 @@ def recording(modules):
 
 
 def piece_labels(tokenizer, ids: list[int]) -> list[str]:
-    specials = {BOS: "<bos>", EOS: "<eos>"}
-    if hasattr(tokenizer, "sp"):
-        return [specials.get(i) or tokenizer.sp.id_to_piece(i) for i in ids]
-    return [specials.get(i) or tokenizer.pieces(tokenizer.decode([i]))[0] if i not in specials else specials[i]
-            for i in ids]
+    """Axis labels: the subword (or byte) of each id, as the model saw it."""
+    return [tokenizer.id_to_piece(i) for i in ids]
 
 
 @torch.no_grad()
@@ -116,9 +113,10 @@ def draw_attention(maps: dict[str, torch.Tensor], labels: dict, out: Path, sente
     for name, weights in maps.items():
         x_labels, y_labels = labels_for(name, labels)
         for h in range(weights.size(0)):
-            fig, ax = plt.subplots(figsize=(max(4.5, 0.22 * len(x_labels) + 1.5), max(4.0, 0.22 * len(y_labels) + 1)))
+            # 0.3 inch per token and 9-point labels: a 40-token sentence stays legible
+            fig, ax = plt.subplots(figsize=(max(4.5, 0.3 * len(x_labels) + 2), max(4.0, 0.3 * len(y_labels) + 1.5)))
             image = heatmap(ax, weights[h].numpy(), x_labels, y_labels,
-                            f"{name}, head {h + 1}" if weights.size(0) > 1 else name)
+                            f"{name}, head {h + 1}" if weights.size(0) > 1 else name, font_size=9)
             ax.set_xlabel("attended position (key)")
             ax.set_ylabel("attending position (query)")
             fig.colorbar(image, ax=ax, label="attention weight")

@@ -33,7 +33,7 @@ from seqlab.models import build_model, count_parameters
 from seqlab.runs import load_model
 from seqlab.training.trainer import train
 
-ENCODERS = {  # causal next-token models of similar size
+ENCODERS = {  # causal next-token models; the RNNs share one state size (128), what the probe reads
     "rnn": {"kind": "rnn_lm", "cell": "rnn", "embed_dim": 64, "hidden_size": 128},
     "lstm": {"kind": "rnn_lm", "cell": "lstm", "embed_dim": 64, "hidden_size": 128},
     "gru": {"kind": "rnn_lm", "cell": "gru", "embed_dim": 64, "hidden_size": 128},

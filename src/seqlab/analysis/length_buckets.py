@@ -57,14 +57,15 @@ def run_length_buckets(checkpoints: list[Path], src: Path, ref: Path, out: Path,
             if not idx:
                 continue
             scores = score_translations([hyps[i] for i in idx], [corpus.tgt[i] for i in idx])
-            rows.append({"model": name, "bucket": f"{lo}-{hi}", "mid_length": (lo + hi) / 2, "sentences": len(idx),
+            rows.append({"model": name, "bucket": f"{lo}-{hi}",
+                         "mean_length": round(sum(lengths[i] for i in idx) / len(idx), 2), "sentences": len(idx),
                          "bleu": round(scores.bleu, 2), "exact_match": round(scores.exact_match, 2)})
         log(f"{name}: " + ", ".join(f"{r['bucket']}: {r['bleu']:.1f}" for r in rows if r["model"] == name))
     write_csv(out / "length_buckets.csv", rows)
-    series = {name: ([r["mid_length"] for r in rows if r["model"] == name], [r["bleu"] for r in rows if r["model"] == name])
+    series = {name: ([r["mean_length"] for r in rows if r["model"] == name], [r["bleu"] for r in rows if r["model"] == name])
               for name in names}
     line_panels(out / "bleu_vs_length.png", {f"{src.name}, {len(corpus.src)} sentences": series},
-                f"BLEU by source sentence length (buckets of {width} words)", "source sentence length (words)",
+                f"BLEU by source sentence length (buckets of {width} words)", "source sentence length (words, mean of the bucket)",
                 "BLEU", ylim=(-3, 103))
     (out / "experiment.json").write_text(json.dumps({
         "experiment": "length-buckets", "checkpoints": [str(c) for c in checkpoints], "names": names,

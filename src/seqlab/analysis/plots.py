@@ -46,10 +46,10 @@ def line_panels(path: Path, panels: dict[str, dict[str, tuple[Sequence[float], S
     return path
 
 
-def heatmap(ax, weights, x_labels: list[str], y_labels: list[str], title: str) -> None:
-    """Attention weights (rows: queries, columns: keys) with tokens as tick labels."""
+def heatmap(ax, weights, x_labels: list[str], y_labels: list[str], title: str, font_size: float | None = None):
+    """Attention weights (rows: queries, columns: keys) with tokens as tick labels; returns the image."""
     image = ax.imshow(weights, cmap="viridis", vmin=0.0, vmax=1.0, aspect="auto", interpolation="nearest")
-    size = 8 if max(len(x_labels), len(y_labels)) <= 20 else 6
+    size = font_size or (8 if max(len(x_labels), len(y_labels)) <= 20 else 6)
     ax.set_xticks(range(len(x_labels)), x_labels, rotation=90, fontsize=size)
     ax.set_yticks(range(len(y_labels)), y_labels, fontsize=size)
     ax.set_title(title, fontsize=9)

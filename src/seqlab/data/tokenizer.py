@@ -86,6 +86,9 @@ class Tokenizer:
     def pieces(self, text: str) -> list[str]:
         return self.sp.encode(text, out_type=str)
 
+    def id_to_piece(self, i: int) -> str:
+        return self.sp.id_to_piece(i)
+
     def decode(self, ids: list[int]) -> str:
         """Ids → detokenized text; stops at the first <eos> and ignores <pad> and <bos>."""
         if EOS in ids:
@@ -118,7 +121,13 @@ class ByteTokenizer:
         return [self.encode(t) for t in texts]
 
     def pieces(self, text: str) -> list[str]:
-        return [chr(b) if 32 <= b < 127 else f"<0x{b:02X}>" for b in text.encode("utf-8")]
+        return [self.id_to_piece(b + self.OFFSET) for b in text.encode("utf-8")]
+
+    def id_to_piece(self, i: int) -> str:
+        if i < self.OFFSET:
+            return list(SPECIALS.values())[i]
+        b = i - self.OFFSET
+        return chr(b) if 32 <= b < 127 else f"<0x{b:02X}>"
 
     def decode(self, ids: list[int]) -> str:
         """Ids → text; stops at <eos>; a cut-off multi-byte character becomes U+FFFD."""
