@@ -21,14 +21,15 @@ import time
 from pathlib import Path
 
 import torch
+import yaml
 
-from seqlab.config import load_config
+from seqlab.analysis.long_range import matched_hidden_size, parameters
+from seqlab.config import apply_overrides, load_config
 from seqlab.data.reader import read_parallel
 from seqlab.data.synth import write_synthetic
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
 from seqlab.evaluation import evaluate
-from seqlab.models import build_model, count_parameters
 from seqlab.runs import load_model
 from seqlab.training.trainer import train
 
@@ -39,16 +40,8 @@ MODELS = {  # name: (config, what it shows)
 }
 
 
-def parameters(cfg, vocab_size: int) -> int:
-    with torch.device("meta"):
-        return count_parameters(build_model(cfg.model, vocab_size, vocab_size))
-
-
-def matched_hidden_size(path: str, overrides: list[str], vocab_size: int, target: int) -> int:
-    """The even hidden size whose parameter count is closest to ``target``."""
-    def count(h: int) -> int:
-        return parameters(load_config(path, overrides + [f"model.hidden_size={h}"]), vocab_size)
-    return min(range(32, 1025, 2), key=lambda h: abs(count(h) - target))
+def config_tree(path: str, overrides: list[str]) -> dict:
+    return apply_overrides(yaml.safe_load(Path(path).read_text(encoding="utf-8")), overrides)
 
 
 def main() -> None:
@@ -79,7 +72,8 @@ def main() -> None:
     for name, path in MODELS.items():
         overrides = common + [f"run_dir={out / Path(path).stem}"]
         if load_config(path, overrides).model.kind == "rnn_seq2seq":
-            overrides.append(f"model.hidden_size={matched_hidden_size(path, overrides, vocab_size, target)}")
+            hidden = matched_hidden_size(config_tree(path, overrides), vocab_size, target)
+            overrides.append(f"model.hidden_size={hidden}")
         cfg = load_config(path, overrides)
         n = parameters(cfg, vocab_size)
         print(f"== {name}: {n:,} parameters ({100 * (n / target - 1):+.1f}% vs the Transformer)", file=sys.stderr)

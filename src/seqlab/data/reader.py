@@ -39,6 +39,17 @@ class ParallelCorpus:
     line_numbers: list[int]  # 1-based line of each kept pair in the original files
     report: CorpusReport = field(default_factory=CorpusReport)
 
+    def add(self, number: int, src: str | None, tgt: str) -> None:
+        """Keep a pair, or skip and count it when a side is empty (``src=None``: there is no source side)."""
+        if src == "" or not tgt:
+            self.report.empty += 1
+            self.report.first_empty_line = self.report.first_empty_line or number
+            return
+        self.src.append(src or "")
+        self.tgt.append(tgt)
+        self.line_numbers.append(number)
+        self.report.pairs = len(self.src)
+
 
 def check_readable(path: str | Path, what: str = "file") -> Path:
     path = Path(path)
@@ -83,15 +94,7 @@ def read_parallel(src_path: str | Path, tgt_path: str | Path) -> ParallelCorpus:
         )
     corpus = ParallelCorpus([], [], [])
     for number, (s, t) in enumerate(zip(src_lines, tgt_lines), start=1):
-        s, t = s.strip(), t.strip()
-        if not s or not t:
-            corpus.report.empty += 1
-            corpus.report.first_empty_line = corpus.report.first_empty_line or number
-            continue
-        corpus.src.append(s)
-        corpus.tgt.append(t)
-        corpus.line_numbers.append(number)
-    corpus.report.pairs = len(corpus.src)
+        corpus.add(number, s.strip(), t.strip())
     return corpus
 
 
@@ -99,15 +102,7 @@ def read_text(path: str | Path) -> ParallelCorpus:
     """Plain text for a language model, one example per line (in ``tgt``); empty lines are skipped and counted."""
     corpus = ParallelCorpus([], [], [])
     for number, line in enumerate(read_lines(path), start=1):
-        line = line.strip()
-        if not line:
-            corpus.report.empty += 1
-            corpus.report.first_empty_line = corpus.report.first_empty_line or number
-            continue
-        corpus.src.append("")
-        corpus.tgt.append(line)
-        corpus.line_numbers.append(number)
-    corpus.report.pairs = len(corpus.tgt)
+        corpus.add(number, None, line.strip())
     return corpus
 
 
@@ -115,16 +110,9 @@ def read_labeled(path: str | Path) -> ParallelCorpus:
     """``label<TAB>text`` lines for a classifier: text in ``src``, label in ``tgt``."""
     corpus = ParallelCorpus([], [], [])
     for number, line in enumerate(read_lines(path), start=1):
-        if not line.strip():
-            corpus.report.empty += 1
-            corpus.report.first_empty_line = corpus.report.first_empty_line or number
-            continue
         label, tab, text = line.partition("\t")
-        if not tab or not label.strip() or not text.strip():
+        if line.strip() and (not tab or not label.strip() or not text.strip()):
             raise UserError(f"{path}:{number}: expected 'label<TAB>text', got {line[:60]!r}; "
                             "separate the label from the text with one tab")
-        corpus.src.append(text.strip())
-        corpus.tgt.append(label.strip())
-        corpus.line_numbers.append(number)
-    corpus.report.pairs = len(corpus.src)
+        corpus.add(number, text.strip(), label.strip())
     return corpus
