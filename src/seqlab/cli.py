@@ -371,6 +371,45 @@ def attention(
 
 
 @app.command()
+def average(
+    ckpt: list[Path] = typer.Option(..., "--ckpt", help="Checkpoint files to average, or one run directory "
+                                                        "(with --last)."),
+    last: Optional[int] = typer.Option(None, "--last", help="With a run directory: average its last K step "
+                                                            "checkpoints (train.keep_last ≥ K)."),
+    out: Path = typer.Option(..., "--out", help="The averaged checkpoint to write (a .safetensors file)."),
+):
+    """Average the weights of several checkpoints of one run (as fairseq's average_checkpoints.py)."""
+    from seqlab.runs import load_model
+    from seqlab.training.checkpoint import average_checkpoints, save_checkpoint
+
+    if len(ckpt) == 1 and ckpt[0].is_dir():
+        if last is None or last < 1:
+            raise UserError("--ckpt RUN_DIR needs --last K (K ≥ 1): how many of its last step checkpoints to average")
+        found = sorted(ckpt[0].glob("checkpoint_[0-9]*.safetensors"))
+        if len(found) < last:
+            raise UserError(f"{ckpt[0]}: {len(found)} step checkpoints, fewer than --last {last}; "
+                            "train with train.keep_last ≥ K, or list the files with --ckpt")
+        paths = found[-last:]
+    else:
+        if last is not None:
+            raise UserError("--last goes with one run directory; with checkpoint files, list each with --ckpt")
+        paths = ckpt
+    if out.exists() and out.is_dir():
+        raise UserError(f"{out}: is a directory; give the .safetensors file to write")
+    if out.suffix != ".safetensors":
+        raise UserError(f"{out}: the averaged checkpoint must end in .safetensors (its tokenizers are found beside it)")
+    if out.resolve().parent != paths[-1].resolve().parent:
+        raise UserError(f"{out}: write the average into the run directory {paths[-1].parent}, beside the tokenizers "
+                        "it needs")
+    averaged, meta = average_checkpoints(paths)
+    loaded = load_model(paths[-1])  # the model of the newest checkpoint, to receive the averaged weights
+    loaded.model.load_state_dict(averaged)
+    meta = {k: v for k, v in meta.items() if k not in ("optimizer", "rng", "aliases", "format")}
+    save_checkpoint(out, loaded.model, dict(meta, averaged=[str(p) for p in paths]))
+    typer.echo(f"averaged {len(paths)} checkpoints ({', '.join(p.name for p in paths)}) into {out}")
+
+
+@app.command()
 def report(
     directory: Path = typer.Argument(..., help="A run directory or an experiment's --out directory."),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write [DIR/report.html]."),
@@ -391,7 +430,7 @@ def main(argv: list[str] | None = None) -> None:
         if debug:
             raise
         print(f"seqlab: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        sys.exit(getattr(err, "exit_code", 2))  # 2, or 128 + signal for a run stopped by SIGINT/SIGTERM
     except KeyboardInterrupt:
         print("seqlab: interrupted", file=sys.stderr)
         sys.exit(130)

@@ -203,7 +203,11 @@ class TrainConfig(Section):
     weight_decay: float = Field(0.0, ge=0)
     clip_norm: float = Field(1.0, ge=0)  # 0 disables gradient clipping
     label_smoothing: float = Field(0.1, ge=0, lt=1)
-    valid_every: int = Field(1000, gt=0)  # steps between validations (and checkpoints)
+    valid_every: int = Field(1000, gt=0)  # steps between validations (each also writes checkpoints)
+    save_every: int | None = Field(None, gt=0)  # steps between checkpoints for --resume; null = valid_every
+    keep_last: int = Field(1, gt=0)  # step checkpoints kept (checkpoint_STEP.safetensors) besides the best
+    update_freq: int = Field(1, gt=0)  # batches whose gradients are summed into one update (per process)
+    max_bad_steps: int = Field(5, gt=0)  # consecutive non-finite losses (batches skipped) before stopping
     valid_max_sentences: int | None = Field(None, gt=0)  # decode only the first N dev sentences for BLEU
     metric: Literal["bleu", "loss", "accuracy"] | None = None  # what "best" means; null: bleu, accuracy or loss by kind
     patience: int | None = Field(10, gt=0)  # validations without improvement before stopping; null = never

@@ -1,12 +1,14 @@
 import json
+import random
 
+import numpy as np
 import pytest
 import torch
 
 from seqlab.config import TransformerConfig
 from seqlab.errors import UserError
 from seqlab.models import build_model
-from seqlab.training.checkpoint import model_state, read_checkpoint, restore_optimizer, save_checkpoint
+from seqlab.training.checkpoint import model_state, read_checkpoint, restore_optimizer, restore_rng, save_checkpoint
 
 
 def small_model(seed=0, **kw):
@@ -23,6 +25,7 @@ def test_round_trip_model_optimizer_and_rng(tmp_path):
     path = tmp_path / "ck.safetensors"
     save_checkpoint(path, model, {"step": 7}, opt)
     rng_after_save = torch.rand(3)
+    python_after_save, numpy_after_save = random.random(), np.random.rand()
 
     tensors, meta = read_checkpoint(path)
     assert meta["step"] == 7 and json.loads((tmp_path / "ck.json").read_text())["step"] == 7
@@ -37,8 +40,11 @@ def test_round_trip_model_optimizer_and_rng(tmp_path):
     for k in s1["state"]:
         for name in ("exp_avg", "exp_avg_sq", "step"):
             assert torch.equal(s1["state"][k][name], s2["state"][k][name])
-    torch.set_rng_state(tensors["rng.torch"])
+    random.random(), np.random.rand()  # move every generator on
+    torch.rand(5)
+    restore_rng(tensors, meta["rng"])
     assert torch.equal(torch.rand(3), rng_after_save)
+    assert random.random() == python_after_save and np.random.rand() == numpy_after_save
 
 
 def test_no_temporary_files_left(tmp_path):

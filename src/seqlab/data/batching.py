@@ -67,8 +67,13 @@ def collate(examples: list[Example]) -> Batch:
         tgt_in=pad_to_tensor([[BOS] + e.tgt for e in examples]),
         tgt_out=pad_to_tensor([e.tgt + [EOS] for e in examples]),
         indices=indices,
-        n_targets=sum(len(e.tgt) + 1 for e in examples),
+        n_targets=count_targets(examples),
     )
+
+
+def count_targets(examples: list[Example]) -> int:
+    """What a batch's loss is averaged over: target tokens + <eos> each, or one per labelled example."""
+    return sum(len(e.tgt) + 1 if isinstance(e.tgt, list) else 1 for e in examples)
 
 
 def example_length(e: Example) -> int:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import tempfile
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from safetensors import safe_open
 from safetensors.torch import load_file, save
@@ -84,16 +86,41 @@ def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch
     optimizer.load_state_dict({"state": state, "param_groups": meta["param_groups"]})
 
 
+def rng_state(torch_states: list[torch.Tensor] | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """Every random generator training touches: torch's (one per process), Python's and NumPy's."""
+    tensors = {f"rng.torch.{rank}": s for rank, s in enumerate(torch_states or [torch.get_rng_state()])}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        tensors["rng.cuda"] = torch.cuda.get_rng_state()
+    version, internal, gauss = random.getstate()
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    tensors["rng.numpy"] = torch.from_numpy(keys.astype(np.int64))
+    meta = {"python": [version, list(internal), gauss], "numpy": [name, int(pos), int(has_gauss), float(cached)]}
+    return tensors, meta
+
+
+def restore_rng(tensors: dict[str, torch.Tensor], meta: dict[str, Any], rank: int = 0) -> None:
+    """Put back the generators saved by :func:`rng_state`; process ``rank`` takes its own torch state."""
+    torch.set_rng_state(tensors.get(f"rng.torch.{rank}", tensors["rng.torch.0"]))
+    if "rng.cuda" in tensors and torch.cuda.is_available():
+        torch.cuda.set_rng_state(tensors["rng.cuda"])
+    version, internal, gauss = meta["python"]
+    random.setstate((version, tuple(internal), gauss))
+    name, pos, has_gauss, cached = meta["numpy"]
+    np.random.set_state((name, tensors["rng.numpy"].numpy().astype(np.uint32), pos, has_gauss, cached))
+
+
 def save_checkpoint(path: str | Path, model: torch.nn.Module, meta: dict[str, Any],
-                    optimizer: torch.optim.Optimizer | None = None) -> None:
-    """Write model (+ optimizer, + torch RNG) tensors and ``meta`` atomically to ``path``."""
+                    optimizer: torch.optim.Optimizer | None = None,
+                    torch_rng_states: list[torch.Tensor] | None = None) -> None:
+    """Write model (+ optimizer, + every RNG state) tensors and ``meta`` atomically to ``path``."""
     path = Path(path)
     tensors, aliases = _unique_tensors(model.state_dict(), "model.")
     meta = dict(meta, format=FORMAT, aliases=aliases)
     if optimizer is not None:
         opt_tensors, meta["optimizer"] = optimizer_tensors(optimizer)
         tensors.update(opt_tensors)
-        tensors["rng.torch"] = torch.get_rng_state()
+        rng_tensors, meta["rng"] = rng_state(torch_rng_states)
+        tensors.update(rng_tensors)
     text = json.dumps(meta, indent=1)
     try:
         atomic_write_bytes(path, save(tensors, metadata={"seqlab": text}))
@@ -129,3 +156,31 @@ def model_state(tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> dict[
     for alias, target in meta.get("aliases", {}).items():
         state[alias.removeprefix("model.")] = state[target.removeprefix("model.")]
     return state
+
+
+def link_atomically(target: Path, link: Path) -> None:
+    """Make ``link`` another name of ``target`` (no copy), replacing what ``link`` was in one step."""
+    tmp = link.with_name(f".{link.name}.{os.getpid()}.tmp")
+    tmp.unlink(missing_ok=True)
+    os.link(target, tmp)
+    os.replace(tmp, link)
+
+
+def average_checkpoints(paths: list[Path]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """The element-wise mean of the models' weights (as fairseq's average_checkpoints.py); meta of the last."""
+    if not paths:
+        raise UserError("no checkpoints to average")
+    total: dict[str, torch.Tensor] = {}
+    meta: dict[str, Any] = {}
+    for path in paths:
+        tensors, meta_i = read_checkpoint(path)
+        state = model_state(tensors, meta_i)
+        if total and set(state) != set(total):
+            raise UserError(f"{path}: its weights have other names than {paths[0]}'s; average checkpoints of one run")
+        for name, t in state.items():
+            if name in total and total[name].shape != t.shape:
+                raise UserError(f"{path}: {name} has shape {tuple(t.shape)}, not {tuple(total[name].shape)}")
+            total[name] = total.get(name, 0) + t.double()
+        meta = meta_i
+    averaged = {name: (t / len(paths)).to(torch.float32) for name, t in total.items()}
+    return averaged, meta

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
+import threading
 import time
+from contextlib import nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
+from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from seqlab import __version__
 from seqlab.config import Config, DecodeConfig, config_to_yaml
-from seqlab.data.batching import batch_indices, collate, example_length
+from seqlab.data.batching import Example, batch_indices, collate, count_targets, example_length
 from seqlab.data.reader import ParallelCorpus
 from seqlab.data.tasks import TASK_OF, Codec, read_split
 from seqlab.data.tokenizer import Tokenizer
@@ -30,7 +34,10 @@ from seqlab.errors import UserError
 from seqlab.evaluation import EvaluationResult, evaluate
 from seqlab.models import build_model, count_parameters
 from seqlab.runs import BEST, LAST, make_codec, pick_device, tokenizer_files
-from seqlab.training.checkpoint import model_state, read_checkpoint, restore_optimizer, save_checkpoint
+from seqlab.training import distributed
+from seqlab.training.checkpoint import (
+    link_atomically, model_state, read_checkpoint, restore_optimizer, restore_rng, save_checkpoint,
+)
 from seqlab.training.loss import batch_loss
 from seqlab.training.schedule import learning_rate
 
@@ -44,6 +51,7 @@ class TrainState:
     next_batch: int = 0  # index of the next batch in this epoch's (seeded) batch order
     best_metric: float | None = None
     validations_without_improvement: int = 0
+    bad_steps: int = 0  # consecutive updates skipped for a non-finite loss
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -56,16 +64,17 @@ class TrainResult:
 
 
 class RunLog:
-    """Messages go to the terminal (above the progress bar) and to RUN_DIR/train.log."""
+    """Messages go to the terminal (above the progress bar) and to RUN_DIR/train.log (``path=None``: neither file)."""
 
-    def __init__(self, path: Path, quiet: bool):
+    def __init__(self, path: Path | None, quiet: bool):
         self.path, self.quiet = path, quiet
 
     def __call__(self, message: str) -> None:
         if not self.quiet:
             tqdm.write(message, file=sys.stderr)
-        with open(self.path, "a", encoding="utf-8") as f:
-            f.write(message + "\n")
+        if self.path is not None:
+            with open(self.path, "a", encoding="utf-8") as f:
+                f.write(message + "\n")
 
 
 def append_metrics(run_dir: Path, record: dict[str, Any]) -> None:
@@ -99,20 +108,19 @@ def _split_name(files) -> str:
     return str(files.text) if files.text is not None else f"{files.src}|{files.tgt}"
 
 
-def _make_codec(cfg: Config, corpus: ParallelCorpus, resume_meta: dict[str, Any] | None) -> Codec:
-    """Tokenizers (trained on the training text, or loaded to resume) and, for classifiers, the labels."""
+def _make_codec(cfg: Config, corpus: ParallelCorpus, load: bool, labels: list[str] | None = None) -> Codec:
+    """Tokenizers (trained on the training text, or ``load``-ed from the run directory) and, for
+    classifiers, the labels (given, e.g. from the checkpoint, or collected from the training file)."""
     files = tokenizer_files(cfg)
     task = TASK_OF[cfg.model.kind]
-    if resume_meta is not None:
+    if load:
         src_tok, tgt_tok = (Tokenizer.load(cfg.run_dir / files[side]) for side in ("src", "tgt"))
-        return make_codec(cfg, src_tok, tgt_tok, resume_meta.get("labels"))
-    if task == "translation" and not cfg.tokenizer.joint:
+    elif task == "translation" and not cfg.tokenizer.joint:
         src_tok, tgt_tok = Tokenizer.train(corpus.src, cfg.tokenizer), Tokenizer.train(corpus.tgt, cfg.tokenizer)
     else:
         text = {"translation": corpus.src + corpus.tgt, "classify": corpus.src}.get(task, corpus.tgt)
         src_tok = tgt_tok = Tokenizer.train(text, cfg.tokenizer)
-    labels = None
-    if task == "classify" and cfg.model.objective == "classify":
+    if labels is None and task == "classify" and cfg.model.objective == "classify":
         labels = sorted(set(corpus.tgt))
     return make_codec(cfg, src_tok, tgt_tok, labels)
 
@@ -156,11 +164,79 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "loss" else value > best
 
 
+class Interrupted(UserError):
+    """SIGINT or SIGTERM stopped training after a checkpoint was written; exit status 128 + signal."""
+
+    def __init__(self, message: str, signum: int):
+        super().__init__(message)
+        self.exit_code = 128 + signum
+
+
+class StopSignals:
+    """SIGINT (Ctrl-C) and SIGTERM only raise a flag: the step in progress finishes, a checkpoint is
+    written, then training stops, so no checkpoint ever holds half-updated weights. A second
+    Ctrl-C stops at once."""
+
+    def __init__(self):
+        self.received = 0
+        self._previous: dict[int, Any] = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received:
+            raise KeyboardInterrupt
+        self.received = signum
+
+    def __enter__(self) -> "StopSignals":
+        if threading.current_thread() is threading.main_thread():
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                self._previous[sig] = signal.signal(sig, self._handle)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+
+STOP_REASONS = {1: "early stopping", 2: "max_steps", 3: "max_minutes", 4: "signal"}
+
+
+def _update(train_model, optimizer, group: list[list[Example]], procs: distributed.Processes, cfg: Config,
+            device: torch.device) -> tuple[torch.Tensor, int, bool]:
+    """One optimizer update from this process's share of ``group`` (world × update_freq batches).
+
+    Each batch's summed loss is divided by the target count of the whole group, so the update is
+    the mean over every target of the group whatever the number of processes and batches; DDP
+    averages the processes' gradients, hence the factor ``world``. Returns this process's summed
+    loss and targets, and whether the update was applied (a non-finite gradient skips it).
+    """
+    total = sum(count_targets(batch) for batch in group)
+    mine = group[procs.rank :: procs.world]
+    optimizer.zero_grad(set_to_none=True)
+    loss_sum, targets = torch.zeros((), device=device), 0
+    for i, examples in enumerate(mine):
+        batch = collate(examples).to(device)
+        last = i == len(mine) - 1
+        with train_model.no_sync() if procs.active and not last else nullcontext():  # all-reduce once per update
+            loss = batch_loss(train_model, batch, cfg.train.label_smoothing)
+            (loss * procs.world / total).backward()
+        loss_sum += loss.detach()
+        targets += batch.n_targets
+    grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), cfg.train.clip_norm or float("inf"))
+    finite = bool(torch.isfinite(grad_norm))  # the one host sync per step: a bad update must be refused now
+    if finite:
+        optimizer.step()
+    return loss_sum, targets, finite
+
+
 def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResult:
-    """Train ``cfg.model`` on ``cfg.data``; returns where the run stands when it stops."""
+    """Train ``cfg.model`` on ``cfg.data``; returns where the run stands when it stops.
+
+    Under torchrun every process calls this; rank 0 alone writes the run directory.
+    """
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    device = pick_device(cfg.train.device)
+    procs, device = distributed.start(pick_device(cfg.train.device))
+    main = procs.main
     run_dir = Path(cfg.run_dir)
 
     # 1. Check every input before writing anything.
@@ -177,22 +253,29 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                                     f"{run_dir} was trained with {value!r}; restore it or start a new run_dir")
 
     torch.manual_seed(cfg.train.seed)
-    codec = _make_codec(cfg, train_corpus, resume_meta)
+    labels = resume_meta.get("labels") if resume_meta is not None else None
+    codec = _make_codec(cfg, train_corpus, load=resume or not main, labels=labels) if (resume or main) else None
     train_name = _split_name(cfg.data.train)
-    examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
-    if not examples:
-        raise UserError(f"{train_name}: no training pairs left after filtering ({report.summary('train')}); "
-                        f"raise data.max_len or check the files")
-    if dev_corpus is not None:  # a bad label or vector in the dev set is found now, not at the first validation
-        codec.encode(dev_corpus, cfg.data.dev.text or cfg.data.dev.src)
+    if codec is not None:
+        examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
+        if not examples:
+            raise UserError(f"{train_name}: no training pairs left after filtering ({report.summary('train')}); "
+                            f"raise data.max_len or check the files")
+        if dev_corpus is not None:  # a bad label or vector in the dev set is found now, not at the first validation
+            codec.encode(dev_corpus, cfg.data.dev.text or cfg.data.dev.src)
 
-    # 2. The run directory.
-    run_dir.mkdir(parents=True, exist_ok=True)
-    log = RunLog(run_dir / "train.log", quiet=not progress)
-    if not resume:
-        for side, name in tokenizer_files(cfg).items():
-            (codec.src_tok if side == "src" else codec.tgt_tok).save(run_dir / name)
-        (run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+    # 2. The run directory (rank 0); the other processes then read the tokenizers it wrote.
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            for side, name in tokenizer_files(cfg).items():
+                (codec.src_tok if side == "src" else codec.tgt_tok).save(run_dir / name)
+            (run_dir / "config.yaml").write_text(config_to_yaml(cfg), encoding="utf-8")
+    distributed.barrier(procs)
+    if codec is None:
+        codec = _make_codec(cfg, train_corpus, load=True)
+        examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
+    log = RunLog(run_dir / "train.log" if main else None, quiet=not (progress and main))
     log(report.summary(f"train {train_name}"))
     if dev_corpus is not None:
         log(dev_corpus.report.summary(f"dev   {_split_name(cfg.data.dev)}"))
@@ -205,124 +288,177 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     if resume_meta is not None:
         model.load_state_dict(model_state(resume_tensors, resume_meta))
         restore_optimizer(optimizer, resume_tensors, resume_meta["optimizer"])
-        torch.set_rng_state(resume_tensors["rng.torch"])
+        restore_rng(resume_tensors, resume_meta["rng"], procs.rank)
         state = TrainState(**resume_meta["state"])
         log(f"resumed from {run_dir / LAST} at step {state.step}")
+    train_model = DistributedDataParallel(model) if procs.active else model
     outputs = f"{len(codec.labels)} labels" if codec.labels else f"vocabulary {len(codec.src_tok)}/{len(codec.tgt_tok)}"
-    log(f"model: {cfg.model.kind}, {count_parameters(model):,} parameters; {outputs}; "
-        f"device {device}, {torch.get_num_threads()} threads")
+    log(f"model: {cfg.model.kind}, {count_parameters(model):,} parameters; {outputs}; device {device}, "
+        f"{torch.get_num_threads()} threads" + (f", {procs.world} processes" if procs.active else ""))
 
     from torch.utils.tensorboard import SummaryWriter  # imported late: slow, and only needed here
 
-    writer = SummaryWriter(str(run_dir / "tensorboard"))
+    writer = SummaryWriter(str(run_dir / "tensorboard")) if main else None
     lengths = [example_length(e) for e in examples]
     metric = cfg.validation_metric()
     started = time.monotonic()
-    bar = tqdm(total=cfg.train.max_steps, initial=state.step, unit="step", disable=not progress, dynamic_ncols=True)
+    bar = tqdm(total=cfg.train.max_steps, initial=state.step, unit="step", disable=not (progress and main),
+               dynamic_ncols=True)
     last_validation: dict[str, Any] | None = None
     window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
     window_tokens, window_start = 0, time.monotonic()
     peak_lr = cfg.peak_lr()
-    validated_at = first_step = state.step
+    group_size = procs.world * cfg.train.update_freq
+    save_every = cfg.train.save_every or cfg.train.valid_every
+    checkpointed_at = first_step = state.step
 
-    def run_validation() -> bool:
-        """Validate, checkpoint, and return True when early stopping says stop."""
-        nonlocal last_validation, validated_at
-        validated_at = state.step
-        metrics: dict[str, Any] = {"step": state.step}
-        improved = True
-        if dev_corpus is not None:
-            result = _validate(model, cfg, codec, dev_corpus, device)
-            value = result.metric(metric)
-            metrics.update(loss=result.loss, ppl=result.ppl, accuracy=result.accuracy)
-            if result.scores is not None:
-                metrics.update(bleu=result.scores.bleu, chrf=result.scores.chrf, exact_match=result.scores.exact_match)
-            improved = _improved(metric, value, state.best_metric)
-            if improved:
-                state.best_metric = value
-                state.validations_without_improvement = 0
-            else:
-                state.validations_without_improvement += 1
-            for k, v in metrics.items():
-                if k != "step" and v is not None:
-                    writer.add_scalar(f"valid/{k}", v, state.step)
-            log(f"step {state.step:>7} | valid {result.summary()}" + ("  *best*" if improved else ""))
-        state.history.append(metrics)
-        append_metrics(run_dir, {"valid": metrics, "step": state.step})
-        last_validation = metrics
+    def save_state(metrics: dict[str, Any] | None, rng_states: list[torch.Tensor]) -> None:
+        """checkpoint_last (+ checkpoint_STEP, the last keep_last kept) with everything --resume needs."""
         meta = _checkpoint_meta(cfg, state, codec, metrics)
-        save_checkpoint(run_dir / LAST, model, meta, optimizer)
+        if cfg.train.keep_last == 1:
+            save_checkpoint(run_dir / LAST, model, meta, optimizer, rng_states)
+            return
+        step_file = run_dir / f"checkpoint_{state.step:08d}.safetensors"
+        save_checkpoint(step_file, model, meta, optimizer, rng_states)
+        for suffix in (".safetensors", ".json"):
+            link_atomically(step_file.with_suffix(suffix), (run_dir / LAST).with_suffix(suffix))
+        for old in sorted(run_dir.glob("checkpoint_[0-9]*.safetensors"))[: -cfg.train.keep_last]:
+            old.unlink()
+            old.with_suffix(".json").unlink(missing_ok=True)
+
+    def checkpoint(validate: bool) -> bool:
+        """Every process: gather RNG states; rank 0: validate (if asked) and save. True: early stopping says stop."""
+        nonlocal last_validation, checkpointed_at
+        checkpointed_at = state.step
+        rng_states = distributed.gather_rng(procs)
+        if not main:
+            return False
+        metrics: dict[str, Any] | None = last_validation
+        improved = False
+        if validate:
+            metrics, improved = {"step": state.step}, True
+            if dev_corpus is not None:
+                result = _validate(model, cfg, codec, dev_corpus, device)
+                metrics.update(loss=result.loss, ppl=result.ppl, accuracy=result.accuracy)
+                if result.scores is not None:
+                    metrics.update(bleu=result.scores.bleu, chrf=result.scores.chrf,
+                                   exact_match=result.scores.exact_match)
+                improved = _improved(metric, result.metric(metric), state.best_metric)
+                if improved:
+                    state.best_metric = result.metric(metric)
+                    state.validations_without_improvement = 0
+                else:
+                    state.validations_without_improvement += 1
+                for k, v in metrics.items():
+                    if k != "step" and v is not None:
+                        writer.add_scalar(f"valid/{k}", v, state.step)
+                log(f"step {state.step:>7} | valid {result.summary()}" + ("  *best*" if improved else ""))
+            state.history.append(metrics)
+            append_metrics(run_dir, {"valid": metrics, "step": state.step})
+            last_validation = metrics
+        save_state(metrics, rng_states)
         if improved:
-            save_checkpoint(run_dir / BEST, model, meta)
+            save_checkpoint(run_dir / BEST, model, _checkpoint_meta(cfg, state, codec, metrics))
         patience = cfg.train.patience
-        return dev_corpus is not None and patience is not None and state.validations_without_improvement >= patience
+        return validate and dev_corpus is not None and patience is not None \
+            and state.validations_without_improvement >= patience
 
-    stop_reason = ""
-    try:
-        while not stop_reason:
+    stop = 0
+    with StopSignals() as signals:
+        while not stop:
             order = batch_indices(lengths, cfg.train.max_tokens, shuffle=True, seed=cfg.train.seed + state.epoch)
-            while state.next_batch < len(order) and not stop_reason:
-                batch = collate([examples[i] for i in order[state.next_batch]]).to(device)
+            while state.next_batch < len(order) and not stop:
+                group = order[state.next_batch : state.next_batch + group_size]
+                if procs.active and len(group) < group_size:
+                    break  # too few batches left to give every process its share: they join the next epoch's shuffle
                 lr = learning_rate(state.step + 1, cfg.train.schedule, peak_lr, cfg.train.warmup_steps)
-                for group in optimizer.param_groups:
-                    group["lr"] = lr
-
+                for param_group in optimizer.param_groups:
+                    param_group["lr"] = lr
                 model.train()
-                loss_sum = batch_loss(model, batch, cfg.train.label_smoothing)
-                optimizer.zero_grad(set_to_none=True)
-                (loss_sum / batch.n_targets).backward()
-                if cfg.train.clip_norm > 0:
-                    torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.train.clip_norm)
-                optimizer.step()
+                loss_sum, targets, applied = _update(train_model, optimizer, [[examples[i] for i in b] for b in group],
+                                                     procs, cfg, device)
+                state.next_batch += len(group)
+                if not applied:
+                    state.bad_steps += 1
+                    last_good = run_dir / LAST if (run_dir / LAST).exists() else "none yet"
+                    log(f"step {state.step + 1}: non-finite loss or gradient, update skipped "
+                        f"({state.bad_steps} in a row)")
+                    if state.bad_steps >= cfg.train.max_bad_steps:
+                        raise UserError(f"training stopped at step {state.step + 1}: {state.bad_steps} non-finite "
+                                        f"losses in a row (train.max_bad_steps); last good checkpoint: {last_good}. "
+                                        "Lower train.lr, raise train.warmup_steps, or check the data")
+                    continue
+                state.bad_steps = 0
                 state.step += 1
-                state.next_batch += 1
-                window_loss += loss_sum.detach()
-                window_tokens += batch.n_targets
+                window_loss += loss_sum
+                window_tokens += targets
                 bar.update(1)
 
                 if state.step % cfg.train.log_every == 0:
+                    total_loss, total_tokens = distributed.sum_across([window_loss.item(), window_tokens], procs, device)
                     elapsed = time.monotonic() - window_start
-                    loss = window_loss.item() / window_tokens
-                    tok_s = window_tokens / max(elapsed, 1e-9)
-                    bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch,
-                                    refresh=False)
-                    running = time.monotonic() - started
-                    seconds_left = 60 * cfg.train.max_minutes - running if cfg.train.max_minutes else None
-                    bar.total = expected_total_steps(cfg, state, len(order), (state.step - first_step) / running,
-                                                     seconds_left)
-                    bar.refresh()
-                    writer.add_scalar("train/loss", loss, state.step)
-                    writer.add_scalar("train/lr", lr, state.step)
-                    writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
-                    with open(run_dir / "train.log", "a", encoding="utf-8") as f:
-                        f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
-                    append_metrics(run_dir, {"step": state.step, "train_loss": loss, "lr": lr, "tokens_per_s": tok_s})
+                    loss, tok_s = total_loss / max(total_tokens, 1), total_tokens / max(elapsed, 1e-9)
+                    if main:
+                        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch,
+                                        refresh=False)
+                        running = time.monotonic() - started
+                        seconds_left = 60 * cfg.train.max_minutes - running if cfg.train.max_minutes else None
+                        bar.total = expected_total_steps(cfg, state, len(order) // group_size,
+                                                         (state.step - first_step) / running, seconds_left)
+                        bar.refresh()
+                        writer.add_scalar("train/loss", loss, state.step)
+                        writer.add_scalar("train/lr", lr, state.step)
+                        writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
+                        with open(run_dir / "train.log", "a", encoding="utf-8") as f:
+                            f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
+                        append_metrics(run_dir, {"step": state.step, "train_loss": loss, "lr": lr,
+                                                 "tokens_per_s": tok_s})
                     window_loss.zero_()
                     window_tokens, window_start = 0, time.monotonic()
 
-                if state.step % cfg.train.valid_every == 0 and run_validation():
-                    stop_reason = f"early stopping: no improvement in {metric} for {cfg.train.patience} validations"
-                elif state.step >= cfg.train.max_steps:
-                    stop_reason = f"reached train.max_steps ({cfg.train.max_steps})"
-                elif cfg.train.max_minutes and time.monotonic() - started > 60 * cfg.train.max_minutes:
-                    stop_reason = f"reached train.max_minutes ({cfg.train.max_minutes})"
-            if state.next_batch >= len(order):
+                early = False
+                if state.step % cfg.train.valid_every == 0:
+                    early = checkpoint(validate=True)
+                elif state.step % save_every == 0:
+                    checkpoint(validate=False)
+                decision = 0
+                if main:
+                    if early:
+                        decision = 1
+                    elif state.step >= cfg.train.max_steps:
+                        decision = 2
+                    elif cfg.train.max_minutes and time.monotonic() - started > 60 * cfg.train.max_minutes:
+                        decision = 3
+                    elif signals.received:
+                        decision = 4
+                stop = distributed.from_main(decision, procs, device)  # the same decision in every process
+            if state.next_batch >= len(order) or (procs.active and len(order) - state.next_batch < group_size):
                 state.epoch += 1
                 state.next_batch = 0
-                if cfg.train.max_epochs and state.epoch >= cfg.train.max_epochs and not stop_reason:
-                    stop_reason = f"reached train.max_epochs ({cfg.train.max_epochs})"
-        if validated_at != state.step:
-            run_validation()
-    except KeyboardInterrupt:
-        bar.close()
-        save_checkpoint(run_dir / LAST, model, _checkpoint_meta(cfg, state, codec, last_validation), optimizer)
-        writer.close()
-        raise UserError(f"interrupted at step {state.step}; checkpoint saved to {run_dir / LAST}. "
-                        f"Continue with: seqlab train CONFIG --resume") from None
+                if cfg.train.max_epochs and state.epoch >= cfg.train.max_epochs and not stop:
+                    stop = 5
+        if stop == 4:
+            if checkpointed_at != state.step:
+                checkpoint(validate=False)
+            bar.close()
+            if writer is not None:
+                writer.close()
+            distributed.stop()
+            name = signal.Signals(signals.received).name if signals.received else "a signal"
+            raise Interrupted(f"stopped by {name} at step {state.step}; checkpoint saved to {run_dir / LAST}. "
+                              f"Continue with: seqlab train CONFIG --resume", signals.received or signal.SIGTERM)
+    if checkpointed_at != state.step or not state.history or state.history[-1].get("step") != state.step:
+        checkpoint(validate=True)
     bar.close()
-    writer.close()
+    if writer is not None:
+        writer.close()
+    stop_reason = {1: f"early stopping: no improvement in {metric} for {cfg.train.patience} validations",
+                   2: f"reached train.max_steps ({cfg.train.max_steps})",
+                   3: f"reached train.max_minutes ({cfg.train.max_minutes})",
+                   5: f"reached train.max_epochs ({cfg.train.max_epochs})"}[stop]
     minutes = (time.monotonic() - started) / 60
     log(f"stopped at step {state.step} after {minutes:.1f} min: {stop_reason}")
     if dev_corpus is not None and state.best_metric is not None:
         log(f"best validation {metric}: {state.best_metric:.4g} → {run_dir / BEST}")
+    distributed.stop()
     return TrainResult(run_dir, state, stop_reason, last_validation)
