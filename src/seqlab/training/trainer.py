@@ -310,7 +310,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     peak_lr = cfg.peak_lr()
     group_size = procs.world * cfg.train.update_freq
     save_every = cfg.train.save_every or cfg.train.valid_every
-    checkpointed_at = first_step = state.step
+    checkpointed_at = validated_at = first_step = state.step
 
     def save_state(metrics: dict[str, Any] | None, rng_states: list[torch.Tensor]) -> None:
         """checkpoint_last (+ checkpoint_STEP, the last keep_last kept) with everything --resume needs."""
@@ -328,8 +328,9 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
 
     def checkpoint(validate: bool) -> bool:
         """Every process: gather RNG states; rank 0: validate (if asked) and save. True: early stopping says stop."""
-        nonlocal last_validation, checkpointed_at
+        nonlocal last_validation, checkpointed_at, validated_at
         checkpointed_at = state.step
+        validated_at = state.step if validate else validated_at
         rng_states = distributed.gather_rng(procs)
         if not main:
             return False
@@ -447,7 +448,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
             name = signal.Signals(signals.received).name if signals.received else "a signal"
             raise Interrupted(f"stopped by {name} at step {state.step}; checkpoint saved to {run_dir / LAST}. "
                               f"Continue with: seqlab train CONFIG --resume", signals.received or signal.SIGTERM)
-    if checkpointed_at != state.step or not state.history or state.history[-1].get("step") != state.step:
+    if validated_at != state.step or state.step == first_step:  # the same test in every process
         checkpoint(validate=True)
     bar.close()
     if writer is not None:
