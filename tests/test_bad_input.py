@@ -6,7 +6,6 @@ from pathlib import Path
 
 import pytest
 import torch
-import yaml
 
 from seqlab.config import parse_config
 from seqlab.errors import UserError

@@ -66,3 +66,28 @@ def test_vocabulary_that_does_not_match_the_checkpoint(reverse_data, tmp_path):
 def test_not_a_run_directory(tmp_path):
     with pytest.raises(UserError, match="no checkpoint_best.safetensors or checkpoint_last.safetensors"):
         load_model(tmp_path)
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gpt", "classifier"])
+def test_evaluating_in_shards_and_merging_equals_one_piece(kind, task_data, tmp_path):
+    """What the processes of a torchrun validation compute apart and merge equals one evaluation."""
+    from seqlab.data.reader import ParallelCorpus
+    from seqlab.data.tasks import read_split
+    from seqlab.evaluation import evaluate, merge_results
+
+    cfg = parse_config(kind_config_tree(kind, task_data, tmp_path / "run"))
+    train(cfg, progress=False)
+    m = load_model(cfg.run_dir)
+    dev = read_split(kind, cfg.data.dev)
+    decode = DecodeConfig(beam_size=1, batch_size=7)
+    whole = evaluate(m.model, m.codec, dev, decode, torch.device("cpu"))
+    parts = []
+    for rank in range(3):
+        idx = list(range(rank, len(dev.tgt), 3))
+        shard = ParallelCorpus([dev.src[i] for i in idx], [dev.tgt[i] for i in idx], [dev.line_numbers[i] for i in idx])
+        parts.append((idx, evaluate(m.model, m.codec, shard, decode, torch.device("cpu"))))
+    merged = merge_results(parts, dev, m.codec.task)
+    assert merged.loss == pytest.approx(whole.loss, rel=1e-6) and merged.n_targets == whole.n_targets
+    assert merged.hypotheses == whole.hypotheses and merged.accuracy == whole.accuracy
+    if whole.scores is not None:
+        assert merged.scores.bleu == pytest.approx(whole.scores.bleu)

@@ -127,3 +127,27 @@ def evaluate(model, codec: Codec, corpus: ParallelCorpus, decode: DecodeConfig, 
                                                            beam_size=beam_size)]
     return EvaluationResult(loss, n, ppl=perplexity(total, n), scores=score_translations(hyps, corpus.tgt),
                             hypotheses=hyps)
+
+
+def merge_results(parts: list[tuple[list[int], EvaluationResult]], corpus: ParallelCorpus, task: str
+                  ) -> EvaluationResult:
+    """One result from shards of ``corpus`` evaluated apart (each: its indices into ``corpus``, its result).
+
+    Losses are summed over targets before dividing, and BLEU / accuracy are computed once over
+    the whole set in corpus order, so the merged result equals evaluating the corpus in one piece.
+    """
+    n = sum(result.n_targets for _, result in parts)
+    total = sum(result.loss * result.n_targets for _, result in parts)
+    if task == "lm":
+        return EvaluationResult(total / max(n, 1), n, ppl=perplexity(total, n))
+    hypotheses = [""] * len(corpus.tgt)
+    for indices, result in parts:
+        for i, hypothesis in zip(indices, result.hypotheses or []):
+            hypotheses[i] = hypothesis
+    if task == "classify":
+        has_classes = any(result.accuracy is not None for _, result in parts)
+        accuracy = 100.0 * sum(h == t for h, t in zip(hypotheses, corpus.tgt)) / max(len(hypotheses), 1)
+        return EvaluationResult(total / max(n, 1), n, accuracy=accuracy if has_classes else None,
+                                hypotheses=hypotheses)
+    return EvaluationResult(total / max(n, 1), n, ppl=perplexity(total, n),
+                            scores=score_translations(hypotheses, corpus.tgt), hypotheses=hypotheses)

@@ -68,14 +68,18 @@ def from_main(value: int, procs: Processes, device: torch.device) -> int:
     return int(t.item())
 
 
+def gather(value, procs: Processes) -> list:
+    """Every process's ``value`` (any picklable object), in rank order, on every process."""
+    if not procs.active:
+        return [value]
+    values: list = [None] * procs.world
+    dist.all_gather_object(values, value)
+    return values
+
+
 def gather_rng(procs: Processes) -> list[torch.Tensor]:
     """Every process's torch RNG state, for rank 0's checkpoint (each resumes with its own)."""
-    state = torch.get_rng_state()
-    if not procs.active:
-        return [state]
-    states: list[torch.Tensor] = [None] * procs.world  # type: ignore[list-item]
-    dist.all_gather_object(states, state)
-    return states
+    return gather(torch.get_rng_state(), procs)
 
 
 def barrier(procs: Processes) -> None:

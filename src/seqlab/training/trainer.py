@@ -31,7 +31,7 @@ from seqlab.data.reader import ParallelCorpus
 from seqlab.data.tasks import TASK_OF, Codec, read_split
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
-from seqlab.evaluation import EvaluationResult, evaluate
+from seqlab.evaluation import EvaluationResult, evaluate, merge_results
 from seqlab.models import build_model, count_parameters
 from seqlab.runs import BEST, LAST, make_codec, pick_device, tokenizer_files
 from seqlab.training import distributed
@@ -137,10 +137,21 @@ def _checkpoint_meta(cfg: Config, state: TrainState, codec: Codec, metrics: dict
     }
 
 
-def _validate(model, cfg: Config, codec: Codec, dev: ParallelCorpus, device) -> EvaluationResult:
-    """Dev loss (and PPL), then greedy decoding for BLEU or the classifier's accuracy."""
+def _validate(model, cfg: Config, codec: Codec, dev: ParallelCorpus, device,
+              procs: distributed.Processes) -> EvaluationResult:
+    """Dev loss (and PPL), then greedy decoding for BLEU or the classifier's accuracy.
+
+    With several processes each evaluates every world-th pair and the parts are gathered and
+    merged: the same figures as one process, in a fraction of the time.
+    """
     greedy = DecodeConfig(**dict(cfg.decode.model_dump(), beam_size=1))
-    return evaluate(model, codec, dev, greedy, device, cfg.train.max_tokens, name=_split_name(cfg.data.dev))
+    indices = list(range(procs.rank, len(dev.tgt), procs.world))
+    shard = ParallelCorpus([dev.src[i] for i in indices], [dev.tgt[i] for i in indices],
+                           [dev.line_numbers[i] for i in indices])
+    result = evaluate(model, codec, shard, greedy, device, cfg.train.max_tokens, name=_split_name(cfg.data.dev))
+    if not procs.active:
+        return result
+    return merge_results(distributed.gather((indices, result), procs), dev, codec.task)
 
 
 def expected_total_steps(cfg: Config, state: TrainState, batches_per_epoch: int, steps_per_s: float,
@@ -332,14 +343,14 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         checkpointed_at = state.step
         validated_at = state.step if validate else validated_at
         rng_states = distributed.gather_rng(procs)
+        result = _validate(model, cfg, codec, dev_corpus, device, procs) if validate and dev_corpus else None
         if not main:
             return False
         metrics: dict[str, Any] | None = last_validation
         improved = False
         if validate:
             metrics, improved = {"step": state.step}, True
-            if dev_corpus is not None:
-                result = _validate(model, cfg, codec, dev_corpus, device)
+            if result is not None:
                 metrics.update(loss=result.loss, ppl=result.ppl, accuracy=result.accuracy)
                 if result.scores is not None:
                     metrics.update(bleu=result.scores.bleu, chrf=result.scores.chrf,
