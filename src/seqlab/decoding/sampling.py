@@ -48,8 +48,13 @@ def generate(model, prompt: list[int], max_new_tokens: int = 100, temperature: f
     tokens = torch.tensor([[BOS] + prompt] * num_samples, device=device)  # (N, 1 + P)
     finished = torch.zeros(num_samples, dtype=torch.bool, device=device)
     steps = min(max_new_tokens, model.max_positions - tokens.size(1))
+    cache, fresh = None, tokens  # the first step reads the whole prompt, later ones only the newest token
     for _ in range(max(steps, 0)):
-        logits = model.decode(tokens, enc)[:, -1].float()  # (N, V)
+        if hasattr(model, "decode_step"):
+            logits, cache = model.decode_step(fresh, enc, cache)
+        else:
+            logits = model.decode(tokens, enc)[:, -1]
+        logits = logits.float()  # (N, V)
         if temperature == 0:
             next_token = logits.argmax(dim=-1)
         else:
@@ -57,6 +62,7 @@ def generate(model, prompt: list[int], max_new_tokens: int = 100, temperature: f
             next_token = torch.multinomial(probs, 1, generator=generator).squeeze(-1)  # (N,)
         next_token = next_token.masked_fill(finished, EOS)
         tokens = torch.cat([tokens, next_token[:, None]], dim=1)
+        fresh = next_token[:, None]
         finished |= next_token == EOS
         if finished.all():
             break

@@ -45,9 +45,17 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def _next_log_probs(model, tokens: torch.Tensor, enc) -> torch.Tensor:
-    logits = model.decode(tokens, enc)[:, -1]  # (N, V): only the newest position matters
-    return torch.log_softmax(logits.float(), dim=-1)
+def next_log_probs(model, tokens: torch.Tensor, enc, cache, use_cache: bool = True):
+    """log p(y_t | y_<t, x) for the newest position (N, V), and the updated cache.
+
+    With the cache (``model.decode_step``) only the newest token is computed; without it the whole
+    prefix is decoded again each step (the reference the cached path is tested against).
+    """
+    if use_cache and hasattr(model, "decode_step"):
+        logits, cache = model.decode_step(tokens[:, -1:], enc, cache)  # (N, V)
+    else:
+        logits = model.decode(tokens, enc)[:, -1]  # (N, V): only the newest position matters
+    return torch.log_softmax(logits.float(), dim=-1), cache
 
 
 def _force_eos(logp: torch.Tensor, must_end: torch.Tensor) -> torch.Tensor:
@@ -58,7 +66,8 @@ def _force_eos(logp: torch.Tensor, must_end: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_extra: int = 10) -> list[list[Hypothesis]]:
+def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_extra: int = 10,
+                  use_cache: bool = True) -> list[list[Hypothesis]]:
     """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence."""
     B = src.size(0)
     enc = model.encode(src)
@@ -66,8 +75,10 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)  # (B, 1)
     scores = torch.zeros(B, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
+    cache = None
     for t in range(int(max_len.max())):
-        logp = _force_eos(_next_log_probs(model, tokens, enc), t + 1 >= max_len)  # (B, V)
+        logp, cache = next_log_probs(model, tokens, enc, cache, use_cache)
+        logp = _force_eos(logp, t + 1 >= max_len)  # (B, V)
         best_logp, best = logp.max(dim=-1)  # (B,), (B,)
         best = best.masked_fill(finished, PAD)
         scores += best_logp.masked_fill(finished, 0.0)
@@ -87,6 +98,7 @@ def beam_search(
     max_len_ratio: float = 1.5,
     max_len_extra: int = 10,
     nbest: int = 1,
+    use_cache: bool = True,
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all sentences and beams at once; ``nbest`` best per sentence.
 
@@ -110,10 +122,12 @@ def beam_search(
     fin_tokens = torch.full((B, K, L), PAD, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
     rank = torch.arange(2 * K, device=device)
+    cache = None
 
     for t in range(L):
         must_end = (t + 1 >= max_len).repeat_interleave(K)  # (B·K,)
-        logp = _force_eos(_next_log_probs(model, tokens, enc), must_end)  # (B·K, V)
+        logp, cache = next_log_probs(model, tokens, enc, cache, use_cache)
+        logp = _force_eos(logp, must_end)  # (B·K, V)
         V = logp.size(-1)
         candidates = (beam_scores.view(B * K, 1) + logp).view(B, K * V)  # (B, K·V)
         top_scores, top_ids = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
@@ -136,6 +150,8 @@ def beam_search(
         beam_scores, pick = alive_scores.topk(K, dim=1)  # (B, K)
         rows = prefix_rows.gather(1, pick).view(-1)  # (B·K,)
         tokens = torch.cat([tokens[rows], token.gather(1, pick).view(-1, 1)], dim=1)  # (B·K, t + 2)
+        if cache is not None:
+            cache = cache.index_select(rows)  # each surviving hypothesis keeps its own keys, values or state
 
         done |= torch.isfinite(fin_scores).all(dim=1) | (t + 1 >= max_len)
         if done.all():
@@ -148,13 +164,14 @@ def beam_search(
 
 
 def search(model, src: torch.Tensor, beam_size: int = 1, length_penalty_alpha: float = 1.0,
-           max_len_ratio: float = 1.5, max_len_extra: int = 10, nbest: int = 1) -> list[list[Hypothesis]]:
+           max_len_ratio: float = 1.5, max_len_extra: int = 10, nbest: int = 1,
+           use_cache: bool = True) -> list[list[Hypothesis]]:
     """Greedy search for ``beam_size == 1`` and ``nbest == 1``, beam search otherwise."""
     if beam_size < 1:
         raise ValueError(f"beam size must be at least 1 (got {beam_size})")
     if beam_size == 1 and nbest == 1:
-        return greedy_search(model, src, max_len_ratio, max_len_extra)
-    return beam_search(model, src, beam_size, length_penalty_alpha, max_len_ratio, max_len_extra, nbest)
+        return greedy_search(model, src, max_len_ratio, max_len_extra, use_cache)
+    return beam_search(model, src, beam_size, length_penalty_alpha, max_len_ratio, max_len_extra, nbest, use_cache)
 
 
 def _strip(ids: list[int]) -> list[int]:

@@ -124,6 +124,10 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_k)
 
+    def project_kv(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """K = key W^K, V = value W^V, split into heads: (B, H, T_k, d_k) each (what a decoder caches)."""
+        return self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value))
+
     def forward(
         self,
         query: torch.Tensor,
@@ -132,17 +136,18 @@ class MultiHeadAttention(nn.Module):
         mask: torch.Tensor | None = None,
         is_causal: bool = False,
         need_weights: bool = False,
+        kv: tuple[torch.Tensor, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Attend from ``query`` (B, T_q, C) to ``key``/``value`` (B, T_k, C).
 
         ``mask`` is boolean, broadcastable to (B, H, T_q, T_k); ``is_causal`` adds the decoder's
         look-ahead mask (query t sees keys ≤ t). Returns (B, T_q, C) and, when ``need_weights``,
-        the attention weights (B, H, T_q, T_k).
+        the attention weights (B, H, T_q, T_k). ``kv``: keys and values already projected (and
+        cached) by :meth:`project_kv`; ``key`` and ``value`` are then ignored.
         """
         B, T_q, C = query.shape
         q = self._split_heads(self.q_proj(query))  # (B, H, T_q, d_k)
-        k = self._split_heads(self.k_proj(key))  # (B, H, T_k, d_k)
-        v = self._split_heads(self.v_proj(value))  # (B, H, T_k, d_k)
+        k, v = kv if kv is not None else self.project_kv(key, value)  # (B, H, T_k, d_k) each
         dropout = self.dropout if self.training else 0.0
 
         manual = need_weights or self.record or self.impl == "manual"

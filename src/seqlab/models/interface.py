@@ -7,6 +7,15 @@ search module and one evaluation path serve them all:
 * ``decode(tgt_in, enc) -> logits``: next-token logits (B, T, V) for a target prefix (B, T);
 * ``forward(src, tgt_in) = decode(tgt_in, encode(src))``, used for teacher-forced training.
 
+For test-time decoding, every model also offers one step at a time (the contract of fairseq's
+incremental decoder, with the cache an explicit object rather than hidden module state):
+
+* ``decode_step(new_tokens, enc, cache) -> (logits, cache)``: logits (N, V) for the newest token
+  (N, 1) given everything before it, which the :class:`DecoderCache` holds: the keys and values
+  of each self-attention layer so far, the encoder's keys and values for encoder-decoder
+  attention (computed once per sentence), or an RNN's state. ``cache=None`` starts a sequence.
+  Its outputs equal ``decode(all_tokens, enc)[:, -1]`` (tests/decoding/test_incremental.py).
+
 Decoder-only language models keep the same contract with nothing to encode: ``encode`` returns
 ``None`` and ``decode(tokens, None)`` predicts the next token from the prefix alone. Every model
 also has ``max_positions``, the longest sequence it reads or writes.
@@ -31,3 +40,21 @@ class EncoderOutput:
         """Rows ``index`` of the batch: repeats each sentence for its beams in beam search."""
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
         return EncoderOutput(self.memory.index_select(0, index), self.src_mask.index_select(0, index), state)
+
+
+@dataclass
+class DecoderCache:
+    """What a decoder remembers between steps; each tensor has the batch (or beam) rows in dim 0,
+    except RNN states, which are (L, N, H) like torch.nn's."""
+
+    position: int = 0  # tokens read so far: the next token's position
+    self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: K, V (N, H, t, d_k)
+    cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: encoder K, V (N, H, S, d_k)
+    state: tuple[torch.Tensor, ...] | None = None  # RNN decoders: the state after the last token
+
+    def index_select(self, index: torch.Tensor) -> "DecoderCache":
+        """Keep rows ``index``: beam search moves each surviving hypothesis's memory along with it."""
+        pick = lambda pairs: None if pairs is None else [(k.index_select(0, index), v.index_select(0, index))  # noqa: E731
+                                                         for k, v in pairs]
+        state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
+        return DecoderCache(self.position, pick(self.self_kv), pick(self.cross_kv), state)

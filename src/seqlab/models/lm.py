@@ -24,6 +24,7 @@ from torch import nn
 
 from seqlab.config import GPTConfig, RNNLMConfig
 from seqlab.models.attention import MultiHeadAttention
+from seqlab.models.interface import DecoderCache
 from seqlab.models.seq2seq import RNNDecoder
 from seqlab.models.transformer import FeedForward, Sublayer
 
@@ -41,6 +42,21 @@ class Block(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.attn_block(x, lambda h: self.attn(h, h, h, is_causal=True)[0])  # (B, T, C)
         return self.mlp_block(x, self.mlp)  # (B, T, C)
+
+    def step(self, x: torch.Tensor, past: tuple | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """New positions x (N, t, C) after the cached ones: their K, V join the cache."""
+        new_kv = None
+
+        def attend(h: torch.Tensor) -> torch.Tensor:
+            nonlocal new_kv
+            k, v = self.attn.project_kv(h, h)
+            new_kv = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
+            # Several new positions at once (a prompt) still may not see each other's future.
+            causal = past is None and h.size(1) > 1
+            return self.attn(h, h, h, kv=new_kv, is_causal=causal)[0]
+
+        x = self.attn_block(x, attend)
+        return self.mlp_block(x, self.mlp), new_kv
 
 
 class GPT(nn.Module):
@@ -79,6 +95,24 @@ class GPT(nn.Module):
         x = self.norm(x)
         return F.linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # (B, T, V)
 
+    def decode_step(self, new_tokens: torch.Tensor, enc: None, cache: DecoderCache | None
+                    ) -> tuple[torch.Tensor, DecoderCache]:
+        """Logits (N, V) for the last of ``new_tokens`` (N, t), after the cached positions."""
+        cache = cache or DecoderCache(position=0, self_kv=[None] * len(self.blocks))
+        T = new_tokens.size(1)
+        if cache.position + T > self.max_positions:
+            raise ValueError(f"sequence of {cache.position + T} tokens is longer than model.max_positions "
+                             f"({self.max_positions})")
+        positions = torch.arange(cache.position, cache.position + T, device=new_tokens.device)
+        x = self.drop(self.tok_embed(new_tokens) + self.pos_embed(positions))  # (N, t, C)
+        kvs = []
+        for block, past in zip(self.blocks, cache.self_kv):
+            x, kv = block.step(x, past)
+            kvs.append(kv)
+        x = self.norm(x[:, -1])
+        logits = F.linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # (N, V)
+        return logits, DecoderCache(cache.position + T, kvs)
+
     def forward(self, src: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in)
 
@@ -98,6 +132,12 @@ class RNNLM(nn.Module):
     def decode(self, tokens: torch.Tensor, enc: None = None) -> torch.Tensor:
         """tokens (B, T) → next-token logits (B, T, V); the recurrence starts from h_0 = 0."""
         return self.decoder(tokens)[0]
+
+    def decode_step(self, new_tokens: torch.Tensor, enc: None, cache: DecoderCache | None
+                    ) -> tuple[torch.Tensor, DecoderCache]:
+        """The RNN carries its state: the cache is h (and c) after the last token read."""
+        logits, state, _ = self.decoder(new_tokens, cache.state if cache else None)
+        return logits[:, -1], DecoderCache(position=(cache.position if cache else 0) + new_tokens.size(1), state=state)
 
     def forward(self, src: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in)

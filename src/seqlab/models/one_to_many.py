@@ -16,7 +16,7 @@ import torch
 from torch import nn
 
 from seqlab.config import VectorToSeqConfig
-from seqlab.models.interface import EncoderOutput
+from seqlab.models.interface import DecoderCache, EncoderOutput
 from seqlab.models.rnn import run_rnn
 from seqlab.models.seq2seq import RNNDecoder
 
@@ -47,6 +47,13 @@ class VectorToSeq(nn.Module):
 
     def decode(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
         return self.decoder(tgt_in, enc.state)[0]  # (B, T, V)
+
+    def decode_step(self, new_tokens: torch.Tensor, enc: EncoderOutput, cache: DecoderCache | None
+                    ) -> tuple[torch.Tensor, DecoderCache]:
+        """The decoder RNN carries its state from step to step (starting from the encoder's)."""
+        state = cache.state if cache is not None else enc.state
+        logits, state, _ = self.decoder(new_tokens, state, enc)
+        return logits[:, -1], DecoderCache(position=(cache.position if cache else 0) + new_tokens.size(1), state=state)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in, self.encode(src))

@@ -19,7 +19,7 @@ from torch import nn
 
 from seqlab.config import RNNSeq2SeqConfig
 from seqlab.models.attention import RecurrentAttention
-from seqlab.models.interface import EncoderOutput
+from seqlab.models.interface import DecoderCache, EncoderOutput
 from seqlab.models.rnn import State, make_rnn, run_rnn
 
 
@@ -103,6 +103,13 @@ class RNNSeq2Seq(nn.Module):
     def alignment(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor | None:
         """Attention weights α_ti (B, T, S): which source word each output step read (None without attention)."""
         return self.decoder(tgt_in, enc.state, enc, need_weights=True)[2]
+
+    def decode_step(self, new_tokens: torch.Tensor, enc: EncoderOutput, cache: DecoderCache | None
+                    ) -> tuple[torch.Tensor, DecoderCache]:
+        """The decoder RNN carries its state from step to step (starting from the encoder's)."""
+        state = cache.state if cache is not None else enc.state
+        logits, state, _ = self.decoder(new_tokens, state, enc)
+        return logits[:, -1], DecoderCache(position=(cache.position if cache else 0) + new_tokens.size(1), state=state)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in, self.encode(src))

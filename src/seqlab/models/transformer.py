@@ -17,7 +17,7 @@ from torch import nn
 
 from seqlab.config import TransformerConfig
 from seqlab.models.attention import MultiHeadAttention
-from seqlab.models.interface import EncoderOutput
+from seqlab.models.interface import DecoderCache, EncoderOutput
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -35,8 +35,8 @@ class SinusoidalPositionalEncoding(nn.Module):
         pe[:, 1::2] = torch.cos(position * inv_freq[: d_model // 2])
         self.register_buffer("pe", pe, persistent=False)  # (P, C)
 
-    def forward(self, length: int) -> torch.Tensor:
-        return self.pe[:length]  # (T, C)
+    def forward(self, length: int, start: int = 0) -> torch.Tensor:
+        return self.pe[start : start + length]  # (T, C)
 
 
 class LearnedPositionalEmbedding(nn.Module):
@@ -46,8 +46,8 @@ class LearnedPositionalEmbedding(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.randn(max_positions, d_model) * d_model**-0.5)
 
-    def forward(self, length: int) -> torch.Tensor:
-        return self.weight[:length]  # (T, C)
+    def forward(self, length: int, start: int = 0) -> torch.Tensor:
+        return self.weight[start : start + length]  # (T, C)
 
 
 class FeedForward(nn.Module):
@@ -128,6 +128,22 @@ class DecoderLayer(nn.Module):
         y = self.cross_attn_block(y, lambda s: self.cross_attn(s, memory, memory, mask=src_mask)[0])
         return self.ffn_block(y, self.ffn)  # (B, T, C)
 
+    def step(self, y: torch.Tensor, self_kv: tuple | None, cross_kv: tuple, src_mask: torch.Tensor
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """One new position y (N, 1, C): its K, V join the cached ones, so it attends to every earlier
+        position (no mask needed: the future is not there yet); the encoder's K, V come precomputed."""
+        new_kv = None
+
+        def attend_to_past(s: torch.Tensor) -> torch.Tensor:
+            nonlocal new_kv
+            k, v = self.self_attn.project_kv(s, s)  # (N, H, 1, d_k)
+            new_kv = (k, v) if self_kv is None else (torch.cat([self_kv[0], k], 2), torch.cat([self_kv[1], v], 2))
+            return self.self_attn(s, s, s, kv=new_kv)[0]
+
+        y = self.self_attn_block(y, attend_to_past)
+        y = self.cross_attn_block(y, lambda s: self.cross_attn(s, s, s, mask=src_mask, kv=cross_kv)[0])
+        return self.ffn_block(y, self.ffn), new_kv  # (N, 1, C), this layer's K, V so far
+
 
 class Transformer(nn.Module):
     """Encoder-decoder Transformer: embeddings + positions, N encoder and N decoder layers, output layer."""
@@ -165,12 +181,12 @@ class Transformer(nn.Module):
                 nn.init.normal_(emb.weight, std=self.cfg.d_model**-0.5)
                 nn.init.zeros_(emb.weight[self.pad_id])
 
-    def embed(self, tokens: torch.Tensor, table: nn.Embedding) -> torch.Tensor:
-        """Input embedding · √d_model + positional encoding (lecture §02.1.1-3)."""
+    def embed(self, tokens: torch.Tensor, table: nn.Embedding, start: int = 0) -> torch.Tensor:
+        """Input embedding · √d_model + positional encoding (lecture §02.1.1-3), from position ``start``."""
         T = tokens.size(1)
-        if T > self.max_positions:
-            raise ValueError(f"sequence of {T} tokens is longer than model.max_positions ({self.max_positions})")
-        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions(T)  # (B, T, C)
+        if start + T > self.max_positions:
+            raise ValueError(f"sequence of {start + T} tokens is longer than model.max_positions ({self.max_positions})")
+        x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions(T, start)  # (B, T, C)
         return self.embed_dropout(x)
 
     def encode(self, src: torch.Tensor) -> EncoderOutput:
@@ -188,10 +204,27 @@ class Transformer(nn.Module):
         attn_mask = enc.src_mask[:, None, None, :]  # (B, 1, 1, S)
         for layer in self.decoder_layers:
             y = layer(y, enc.memory, attn_mask)
-        y = self.decoder_norm(y)  # (B, T, C)
+        return self.project(self.decoder_norm(y))  # (B, T, V)
+
+    def project(self, y: torch.Tensor) -> torch.Tensor:
         if self.output_proj is None:
             return F.linear(y, self.tgt_embed.weight)  # tied: ŷ = y Eᵀ, (B, T, V)
         return self.output_proj(y)  # (B, T, V)
+
+    def decode_step(self, new_tokens: torch.Tensor, enc: EncoderOutput, cache: DecoderCache | None
+                    ) -> tuple[torch.Tensor, DecoderCache]:
+        """Incremental decoding: logits (N, V) for the newest token (N, 1), reusing the cached K/V."""
+        if cache is None:  # the encoder's keys and values, once per sentence for every step
+            cross = [layer.cross_attn.project_kv(enc.memory, enc.memory) for layer in self.decoder_layers]
+            cache = DecoderCache(position=0, self_kv=[None] * len(self.decoder_layers), cross_kv=cross)
+        y = self.embed(new_tokens, self.tgt_embed, start=cache.position)  # (N, 1, C)
+        mask = enc.src_mask[:, None, None, :]  # (N, 1, 1, S)
+        self_kv = []
+        for layer, past, cross in zip(self.decoder_layers, cache.self_kv, cache.cross_kv):
+            y, kv = layer.step(y, past, cross, mask)
+            self_kv.append(kv)
+        logits = self.project(self.decoder_norm(y))[:, -1]  # (N, V)
+        return logits, DecoderCache(cache.position + new_tokens.size(1), self_kv, cache.cross_kv)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         """Teacher forcing: logits (B, T, V) for every target position in one pass."""
