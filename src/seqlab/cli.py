@@ -52,6 +52,28 @@ def _decode_config(base, beam: Optional[int], length_penalty: Optional[float], m
         raise UserError(f"{flags.get(key, key)}: {err.errors()[0]['msg']}") from None
 
 
+def _inference_setup(device: str, precision: str, threads: Optional[int]):
+    """Validate --device/--precision/--threads; returns the torch device."""
+    import torch
+
+    from seqlab.hardware import precision_warning
+    from seqlab.runs import pick_device
+
+    if precision not in ("fp32", "bf16", "int8"):
+        raise UserError(f"--precision {precision!r}: choose fp32, bf16 or int8")
+    if threads is not None:
+        if threads < 1:
+            raise UserError(f"--threads must be at least 1 (got {threads})")
+        torch.set_num_threads(threads)
+    dev = pick_device(device)
+    if precision == "int8" and dev.type != "cpu":
+        raise UserError("--precision int8 (dynamic quantization) runs on the CPU: add --device cpu")
+    warning = precision_warning(dev, precision)
+    if warning:
+        typer.echo(f"seqlab: warning: {warning}", err=True)
+    return dev
+
+
 def _write_text_atomically(path: Path, text: str) -> None:
     from seqlab.training.checkpoint import atomic_write_bytes
 
@@ -92,15 +114,18 @@ def translate(
     max_len_ratio: Optional[float] = typer.Option(None, "--max-len-ratio", help="Output ≤ ratio · source length + extra."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences decoded at once."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast where the CPU has AMX/AVX512-BF16 "
+                                                              "or on GPUs) or int8 (dynamic quantization, CPU)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
 ):
     """Translate text with a trained model (or label it, with a classifier); one output line per input line."""
     from seqlab.data.reader import read_lines
     from seqlab.evaluation import translate_lines
-    from seqlab.runs import load_model, pick_device
+    from seqlab.runs import for_inference, load_model
 
     if nbest < 1:
         raise UserError(f"--nbest must be at least 1 (got {nbest})")
-    dev = pick_device(device)
+    dev = _inference_setup(device, precision, threads)
     loaded = load_model(ckpt, dev)
     decode = _decode_config(loaded.config.decode, beam, length_penalty, max_len_ratio, batch_size)
     if loaded.codec.task == "lm":
@@ -109,7 +134,8 @@ def translate(
     if nbest > decode.beam_size:
         raise UserError(f"--nbest {nbest} is larger than the beam ({decode.beam_size}); raise --beam")
     lines = read_lines(input) if input is not None else sys.stdin.read().splitlines()
-    results = translate_lines(loaded.model, loaded.codec, lines, decode, dev, nbest=nbest)
+    results = translate_lines(for_inference(loaded.model, precision), loaded.codec, lines, decode, dev, nbest=nbest,
+                              precision=precision)
     if nbest == 1:
         text = "".join((hs[0][0] if hs else "") + "\n" for hs in results)
     else:
@@ -132,14 +158,16 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
     hyp_out: Optional[Path] = typer.Option(None, "--hyp", help="Also write the outputs to this file."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or int8 (see seqlab translate --help)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
 ):
     """Score a model on a test set: PPL; BLEU (with n-gram precisions and BP), chrF, exact match; or accuracy."""
     from seqlab.config import DataFiles
     from seqlab.data.tasks import read_split
     from seqlab.evaluation import evaluate as run_evaluation
-    from seqlab.runs import load_model, pick_device
+    from seqlab.runs import for_inference, load_model
 
-    dev = pick_device(device)
+    dev = _inference_setup(device, precision, threads)
     loaded = load_model(ckpt, dev)
     kind, task = loaded.config.model.kind, loaded.codec.task
     if task in ("lm", "classify"):
@@ -155,11 +183,12 @@ def evaluate(
     if not corpus.tgt:
         raise UserError(f"{name}: nothing to evaluate")
     decode = _decode_config(loaded.config.decode, beam, None, None, None)
-    result = run_evaluation(loaded.model, loaded.codec, corpus, decode, dev, beam_size=decode.beam_size, name=name)
+    result = run_evaluation(for_inference(loaded.model, precision), loaded.codec, corpus, decode, dev,
+                            beam_size=decode.beam_size, name=name, precision=precision)
     step = loaded.meta.get("state", {}).get("step", "?")
     echo = typer.echo
     echo(f"{corpus.report.summary(name)}; checkpoint {loaded.path} (step {step})"
-         + (f"; beam {decode.beam_size}" if result.scores is not None else ""))
+         + (f"; beam {decode.beam_size}" if result.scores is not None else "") + f"; {precision}")
     if result.ppl is not None:
         echo(f"PPL    {result.ppl:10.3f}   (exp of the mean cross-entropy, {result.loss:.4f} nats "
              f"over {result.n_targets:,} target tokens)")

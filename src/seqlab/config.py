@@ -214,6 +214,14 @@ class TrainConfig(Section):
     log_every: int = Field(100, gt=0)
     threads: int | None = Field(None, gt=0)  # torch CPU threads; null = torch's default
     device: Literal["auto", "cpu", "cuda"] = "auto"
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # bf16: autocast, fp32 master weights; fp16: CUDA only
+    compile: bool = False  # torch.compile the model (measure first: on CPU it rarely pays for its compile time)
+
+    @model_validator(mode="after")
+    def _fp16_needs_cuda(self) -> "TrainConfig":
+        if self.precision == "fp16" and self.device == "cpu":
+            raise ValueError("train.precision fp16 needs CUDA (with a gradient scaler); on CPU use bf16 or fp32")
+        return self
 
 
 class DecodeConfig(Section):

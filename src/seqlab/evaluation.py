@@ -18,6 +18,7 @@ from seqlab.data.batching import Example, collate, make_batches
 from seqlab.data.reader import ParallelCorpus
 from seqlab.data.tasks import Codec
 from seqlab.decoding.search import Hypothesis, search
+from seqlab.hardware import autocast
 from seqlab.metrics import TranslationScores, perplexity, score_translations
 from seqlab.training.loss import batch_loss
 
@@ -65,18 +66,22 @@ def classify(model, sources: list[list[int]], device: torch.device, batch_size: 
 
 
 def translate_lines(model, codec: Codec, lines: list[str], decode: DecodeConfig, device: torch.device,
-                    nbest: int = 1, beam_size: int | None = None) -> list[list[tuple[str, float]]]:
+                    nbest: int = 1, beam_size: int | None = None,
+                    precision: str = "fp32") -> list[list[tuple[str, float]]]:
     """Plain text in, n-best lists (text, score) out, one list per input line.
 
     For a classifier the one "hypothesis" is the predicted label (or score) and its score is the
     class probability (0 for a regressed number).
     """
     sources = [codec.source(line, f"input line {i + 1}") for i, line in enumerate(lines)]
+    device = torch.device(device)
     if codec.task == "classify":
-        out = classify(model, sources, device, decode.batch_size)
+        with autocast(device, "bf16" if precision == "bf16" else "fp32"):
+            out = classify(model, sources, device, decode.batch_size)
         prob = out.softmax(-1).max(-1).values if codec.labels is not None else torch.zeros(len(out))
         return [[(codec.prediction_text(o), float(p))] for o, p in zip(out, prob)]
-    hyps = translate_ids(model, sources, decode, device, nbest, beam_size)
+    with autocast(device, "bf16" if precision == "bf16" else "fp32"):
+        hyps = translate_ids(model, sources, decode, device, nbest, beam_size)
     return [[(codec.hypothesis_text(h.tokens), h.score) for h in hs] for hs in hyps]
 
 
@@ -105,7 +110,8 @@ class EvaluationResult:
 
 
 def evaluate(model, codec: Codec, corpus: ParallelCorpus, decode: DecodeConfig, device: torch.device,
-             max_tokens: int = 4096, beam_size: int | None = None, name: str = "eval") -> EvaluationResult:
+             max_tokens: int = 4096, beam_size: int | None = None, name: str = "eval",
+             precision: str = "fp32") -> EvaluationResult:
     """Loss (and PPL) of the references under teacher forcing, then the task's scores."""
     limit = model.max_positions - 1
     examples, _ = codec.encode(corpus, name)
@@ -124,7 +130,7 @@ def evaluate(model, codec: Codec, corpus: ParallelCorpus, decode: DecodeConfig, 
             accuracy = 100.0 * (out.argmax(-1) == gold).float().mean().item()
         return EvaluationResult(loss, n, accuracy=accuracy, hypotheses=[codec.prediction_text(o) for o in out])
     hyps = [h[0][0] if h else "" for h in translate_lines(model, codec, corpus.src, decode, device,
-                                                           beam_size=beam_size)]
+                                                           beam_size=beam_size, precision=precision)]
     return EvaluationResult(loss, n, ppl=perplexity(total, n), scores=score_translations(hyps, corpus.tgt),
                             hypotheses=hyps)
 

@@ -94,5 +94,20 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     return LoadedModel(model.to(device).eval(), codec, cfg, meta, ckpt)
 
 
+def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+    """``int8``: Linear layers dynamically quantized (int8 weights, activations quantized on the fly;
+    CPU only). ``fp32``/``bf16``: the model as it is (bf16 runs under autocast, see seqlab.hardware)."""
+    if precision != "int8":
+        return model
+    import warnings
+
+    from torch.ao.quantization import quantize_dynamic
+
+    with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
+        warnings.simplefilter("ignore", UserWarning)
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return quantize_dynamic(model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+
+
 def make_codec(cfg: Config, src_tok, tgt_tok, labels: list[str] | None) -> Codec:
     return Codec(cfg.model.kind, src_tok, tgt_tok, labels, getattr(cfg.model, "input_dim", None))

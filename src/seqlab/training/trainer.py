@@ -31,6 +31,7 @@ from seqlab.data.reader import ParallelCorpus
 from seqlab.data.tasks import TASK_OF, Codec, read_split
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
+from seqlab.hardware import autocast, precision_warning
 from seqlab.evaluation import EvaluationResult, evaluate, merge_results
 from seqlab.models import build_model, count_parameters
 from seqlab.runs import BEST, LAST, make_codec, pick_device, tokenizer_files
@@ -102,6 +103,26 @@ def _read_corpora(cfg: Config) -> tuple[ParallelCorpus, ParallelCorpus | None]:
         n = cfg.train.valid_max_sentences
         dev = ParallelCorpus(dev.src[:n], dev.tgt[:n], dev.line_numbers[:n], dev.report)
     return train, dev
+
+
+def padding_ratio_of(examples: list[Example], cfg: Config) -> float:
+    """Share of <pad> among target positions in one epoch's batches (what length bucketing keeps low)."""
+    lengths = [example_length(e) for e in examples]
+    batches = batch_indices(lengths, cfg.train.max_tokens, shuffle=True, seed=cfg.train.seed)
+    real = sum(count_targets([examples[i] for i in b]) for b in batches)
+    padded = sum(len(b) * max((len(examples[i].tgt) + 1 if isinstance(examples[i].tgt, list) else 1) for i in b)
+                 for b in batches)
+    return 1.0 - real / max(padded, 1)
+
+
+def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
+    """Adam (β = 0.9, 0.98 by default), its fused kernel where this torch has one for the device."""
+    options = dict(lr=cfg.peak_lr(), betas=cfg.train.adam_betas, eps=cfg.train.adam_eps,
+                   weight_decay=cfg.train.weight_decay)
+    try:
+        return torch.optim.Adam(model.parameters(), fused=True, **options)
+    except (RuntimeError, TypeError):  # no fused Adam for this device or torch: the multi-tensor one
+        return torch.optim.Adam(model.parameters(), foreach=True, **options)
 
 
 def _split_name(files) -> str:
@@ -212,7 +233,7 @@ STOP_REASONS = {1: "early stopping", 2: "max_steps", 3: "max_minutes", 4: "signa
 
 
 def _update(train_model, optimizer, group: list[list[Example]], procs: distributed.Processes, cfg: Config,
-            device: torch.device) -> tuple[torch.Tensor, int, bool]:
+            device: torch.device, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, int, bool]:
     """One optimizer update from this process's share of ``group`` (world × update_freq batches).
 
     Each batch's summed loss is divided by the target count of the whole group, so the update is
@@ -228,10 +249,18 @@ def _update(train_model, optimizer, group: list[list[Example]], procs: distribut
         batch = collate(examples).to(device)
         last = i == len(mine) - 1
         with train_model.no_sync() if procs.active and not last else nullcontext():  # all-reduce once per update
-            loss = batch_loss(train_model, batch, cfg.train.label_smoothing)
-            (loss * procs.world / total).backward()
+            with autocast(device, cfg.train.precision):  # bf16/fp16 matrix products; the loss is taken in fp32
+                loss = batch_loss(train_model, batch, cfg.train.label_smoothing)
+            scaled = loss * procs.world / total
+            (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.detach()
         targets += batch.n_targets
+    if scaler is not None:  # fp16: the scaler skips overflowing updates itself and lowers its scale
+        scaler.unscale_(optimizer)
+        torch.nn.utils.clip_grad_norm_(train_model.parameters(), cfg.train.clip_norm or float("inf"))
+        scaler.step(optimizer)
+        scaler.update()
+        return loss_sum, targets, True
     grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), cfg.train.clip_norm or float("inf"))
     finite = bool(torch.isfinite(grad_norm))  # the one host sync per step: a bad update must be refused now
     if finite:
@@ -288,21 +317,30 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
     log = RunLog(run_dir / "train.log" if main else None, quiet=not (progress and main))
     log(report.summary(f"train {train_name}"))
+    log(f"batches: {cfg.train.max_tokens} padded tokens each, {100 * padding_ratio_of(examples, cfg):.1f}% of "
+        "target positions are <pad> (length bucketing)")
     if dev_corpus is not None:
         log(dev_corpus.report.summary(f"dev   {_split_name(cfg.data.dev)}"))
 
     # 3. Model, optimizer, and the state to resume from.
     model = build_model(cfg.model, len(codec.src_tok), codec.n_outputs).to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=cfg.peak_lr(), betas=cfg.train.adam_betas,
-                                 eps=cfg.train.adam_eps, weight_decay=cfg.train.weight_decay)
+    optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler(device.type) if cfg.train.precision == "fp16" else None
+    warning = precision_warning(device, cfg.train.precision)
+    if warning:
+        log(f"warning: {warning}")
     state = TrainState()
     if resume_meta is not None:
         model.load_state_dict(model_state(resume_tensors, resume_meta))
         restore_optimizer(optimizer, resume_tensors, resume_meta["optimizer"])
         restore_rng(resume_tensors, resume_meta["rng"], procs.rank)
+        if scaler is not None and resume_meta.get("grad_scaler"):
+            scaler.load_state_dict(resume_meta["grad_scaler"])
         state = TrainState(**resume_meta["state"])
         log(f"resumed from {run_dir / LAST} at step {state.step}")
     train_model = DistributedDataParallel(model) if procs.active else model
+    if cfg.train.compile:
+        train_model = torch.compile(train_model)
     outputs = f"{len(codec.labels)} labels" if codec.labels else f"vocabulary {len(codec.src_tok)}/{len(codec.tgt_tok)}"
     log(f"model: {cfg.model.kind}, {count_parameters(model):,} parameters; {outputs}; device {device}, "
         f"{torch.get_num_threads()} threads" + (f", {procs.world} processes" if procs.active else ""))
@@ -326,6 +364,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     def save_state(metrics: dict[str, Any] | None, rng_states: list[torch.Tensor]) -> None:
         """checkpoint_last (+ checkpoint_STEP, the last keep_last kept) with everything --resume needs."""
         meta = _checkpoint_meta(cfg, state, codec, metrics)
+        if scaler is not None:
+            meta["grad_scaler"] = scaler.state_dict()
         if cfg.train.keep_last == 1:
             save_checkpoint(run_dir / LAST, model, meta, optimizer, rng_states)
             return
@@ -388,7 +428,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                     param_group["lr"] = lr
                 model.train()
                 loss_sum, targets, applied = _update(train_model, optimizer, [[examples[i] for i in b] for b in group],
-                                                     procs, cfg, device)
+                                                     procs, cfg, device, scaler)
                 state.next_batch += len(group)
                 if not applied:
                     state.bad_steps += 1
