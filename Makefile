@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.seqlab-installed
 DEMO_OUT := runs/demo
 
-.PHONY: install test demo clean
+.PHONY: install test demo bench clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ demo: $(INSTALLED)
 	$(PY) -m seqlab evaluate --ckpt $(DEMO_OUT)/runs/reverse-30-transformer --show 5 \
 		--src $(DEMO_OUT)/data/reverse-30/test.src --ref $(DEMO_OUT)/data/reverse-30/test.tgt
 	$(PY) -m seqlab report $(DEMO_OUT)
+
+# seqlab against torch.nn.Transformer and Hugging Face Marian, training and decoding (≤ 15 minutes on 2 cores).
+bench: $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) benchmarks/bench.py --json benchmarks/last.json
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

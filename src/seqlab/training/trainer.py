@@ -13,7 +13,6 @@ import json
 import os
 import signal
 import sys
-import threading
 import time
 from contextlib import nullcontext
 from dataclasses import dataclass, field
@@ -36,6 +35,7 @@ from seqlab.evaluation import EvaluationResult, evaluate, merge_results
 from seqlab.models import build_model, count_parameters
 from seqlab.runs import BEST, LAST, make_codec, pick_device, tokenizer_files
 from seqlab.training import distributed
+from seqlab.training.signals import Interrupted, StopSignals
 from seqlab.training.checkpoint import (
     link_atomically, model_state, read_checkpoint, restore_optimizer, restore_rng, save_checkpoint,
 )
@@ -194,42 +194,6 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
     if best is None:
         return True
     return value < best if metric == "loss" else value > best
-
-
-class Interrupted(UserError):
-    """SIGINT or SIGTERM stopped training after a checkpoint was written; exit status 128 + signal."""
-
-    def __init__(self, message: str, signum: int):
-        super().__init__(message)
-        self.exit_code = 128 + signum
-
-
-class StopSignals:
-    """SIGINT (Ctrl-C) and SIGTERM only raise a flag: the step in progress finishes, a checkpoint is
-    written, then training stops, so no checkpoint ever holds half-updated weights. A second
-    Ctrl-C stops at once."""
-
-    def __init__(self):
-        self.received = 0
-        self._previous: dict[int, Any] = {}
-
-    def _handle(self, signum, frame) -> None:
-        if self.received:
-            raise KeyboardInterrupt
-        self.received = signum
-
-    def __enter__(self) -> "StopSignals":
-        if threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                self._previous[sig] = signal.signal(sig, self._handle)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        for sig, handler in self._previous.items():
-            signal.signal(sig, handler)
-
-
-STOP_REASONS = {1: "early stopping", 2: "max_steps", 3: "max_minutes", 4: "signal"}
 
 
 def _update(train_model, optimizer, group: list[list[Example]], procs: distributed.Processes, cfg: Config,

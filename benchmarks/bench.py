@@ -1,0 +1,229 @@
+"""seqlab against the peers, side by side in one run: training and decoding speed, MFU, peak memory.
+
+    python benchmarks/bench.py [--sizes tiny,small] [--steps 3] [--json benchmarks/last.json]
+    (make bench installs the peers first: pip install -e '.[bench]')
+
+Every measurement runs in its own subprocess, so its peak RSS is its own. Models are built from
+random-init configurations of the same shape:
+
+* tiny  = d_model 256, 3+3 layers, 4 heads, FFN 1024;  small = 512, 6+6, 8, 2048; dropout 0.1 on
+  embeddings, sub-layer outputs and inside the FFN in all three;
+* shared vocabulary of 8000, batches of 128 sentences × 32 tokens (4096 target tokens).
+
+Training (target tokens/s, Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
+wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
+``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
+``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
+start of the same run. Decoding (generated tokens/s, 64 sentences of 32 tokens, up to 32 new
+tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8) and Hugging Face
+``generate`` (fp32).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SIZES = {"tiny": dict(d_model=256, layers=3, heads=4, ffn=1024), "small": dict(d_model=512, layers=6, heads=8, ffn=2048)}
+VOCAB, BATCH, LENGTH = 8000, 128, 32
+DECODE_BATCH, NEW_TOKENS = 64, 32
+
+
+def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of a square matrix product, the best this CPU does in ``dtype``."""
+    x = torch.randn(n, n, dtype=dtype)
+    for _ in range(2):
+        x @ x
+    start = time.perf_counter()
+    for _ in range(repeats):
+        x @ x
+    return 2 * n**3 * repeats / (time.perf_counter() - start)
+
+
+class TorchTransformerMT(nn.Module):
+    """torch.nn.Transformer with token embeddings (× √d), sinusoidal positions and a tied output layer."""
+
+    def __init__(self, d_model: int, layers: int, heads: int, ffn: int):
+        super().__init__()
+        self.embed = nn.Embedding(VOCAB, d_model, padding_idx=0)
+        self.core = nn.Transformer(d_model, heads, layers, layers, ffn, dropout=0.1, batch_first=True)
+        position = torch.arange(512)[:, None]
+        inv = torch.exp(torch.arange(0, d_model, 2) * (-math.log(10000.0) / d_model))
+        pe = torch.zeros(512, d_model)
+        pe[:, 0::2], pe[:, 1::2] = torch.sin(position * inv), torch.cos(position * inv)
+        self.register_buffer("pe", pe, persistent=False)
+        self.scale = math.sqrt(d_model)
+
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+        emb = lambda t: self.embed(t) * self.scale + self.pe[: t.size(1)]  # noqa: E731
+        mask = nn.Transformer.generate_square_subsequent_mask(tgt_in.size(1))
+        hidden = self.core(emb(src), emb(tgt_in), tgt_mask=mask, tgt_is_causal=True)
+        return F.linear(hidden, self.embed.weight)
+
+
+def build(impl: str, size: str) -> nn.Module:
+    s = SIZES[size]
+    torch.manual_seed(0)
+    if impl == "seqlab":
+        from seqlab.config import TransformerConfig
+        from seqlab.models import build_model
+
+        cfg = TransformerConfig(d_model=s["d_model"], n_heads=s["heads"], n_encoder_layers=s["layers"],
+                                n_decoder_layers=s["layers"], d_ff=s["ffn"], dropout=0.1, max_positions=512)
+        return build_model(cfg, VOCAB, VOCAB)
+    if impl == "torch":
+        return TorchTransformerMT(s["d_model"], s["layers"], s["heads"], s["ffn"])
+    from transformers import MarianConfig, MarianMTModel
+
+    cfg = MarianConfig(vocab_size=VOCAB, d_model=s["d_model"], encoder_layers=s["layers"], decoder_layers=s["layers"],
+                       encoder_attention_heads=s["heads"], decoder_attention_heads=s["heads"],
+                       encoder_ffn_dim=s["ffn"], decoder_ffn_dim=s["ffn"], activation_function="relu",
+                       dropout=0.1, attention_dropout=0.0, activation_dropout=0.1, max_position_embeddings=512,
+                       pad_token_id=0, eos_token_id=3, decoder_start_token_id=2, forced_eos_token_id=None,
+                       scale_embedding=True, share_encoder_decoder_embeddings=True)
+    return MarianMTModel(cfg)
+
+
+def logits_of(impl: str, model: nn.Module, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
+    if impl == "hf":
+        return model(input_ids=src, decoder_input_ids=tgt_in).logits
+    return model(src, tgt_in)
+
+
+def batch(seed: int = 0):
+    g = torch.Generator().manual_seed(seed)
+    src = torch.randint(4, VOCAB, (BATCH, LENGTH), generator=g)
+    tgt = torch.randint(4, VOCAB, (BATCH, LENGTH), generator=g)
+    return src, torch.cat([torch.full((BATCH, 1), 2), tgt[:, :-1]], 1), tgt
+
+
+def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    model = build(impl, size).train()
+    opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
+    src, tgt_in, tgt_out = batch()
+    dtype = torch.bfloat16 if precision == "bf16" else None
+
+    def step():
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
+            logits = logits_of(impl, model, src, tgt_in)
+            loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), label_smoothing=0.1)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+
+    with FlopCounterMode(display=False) as counter:
+        step()  # also the warm-up
+    step()
+    start = time.perf_counter()
+    for _ in range(steps):
+        step()
+    seconds = (time.perf_counter() - start) / steps
+    return {"tok_s": tgt_out.numel() / seconds, "flops_per_step": counter.get_total_flops(), "s_per_step": seconds,
+            "parameters": sum(p.numel() for p in model.parameters())}
+
+
+def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
+    model = build(impl, size).eval()
+    g = torch.Generator().manual_seed(1)
+    src = torch.randint(4, VOCAB, (DECODE_BATCH, LENGTH), generator=g)
+    if impl == "seqlab":
+        from seqlab.decoding.search import search
+        from seqlab.hardware import autocast
+        from seqlab.runs import for_inference
+
+        model = for_inference(model, precision)
+        src = torch.cat([src, torch.full((DECODE_BATCH, 1), 3)], 1)  # seqlab sources end in <eos>
+
+        def run():
+            with torch.no_grad(), autocast(torch.device("cpu"), "bf16" if precision == "bf16" else "fp32"):
+                hyps = search(model, src, beam_size=beam, max_len_ratio=0.0, max_len_extra=NEW_TOKENS + 1)
+            return sum(len(h[0].tokens) + 1 for h in hyps)
+    else:
+        def run():
+            with torch.no_grad():
+                out = model.generate(input_ids=src, num_beams=beam, max_new_tokens=NEW_TOKENS, do_sample=False)
+            return int((out[:, 1:] != 0).sum())
+
+    run()  # warm-up
+    start = time.perf_counter()
+    tokens = run()
+    return {"tok_s": tokens / (time.perf_counter() - start), "tokens": tokens}
+
+
+def measure(args: list[str]) -> dict:
+    """Run one measurement in a fresh process; its result plus its own peak RSS."""
+    proc = subprocess.Popen([sys.executable, __file__, "--worker", *args], stdout=subprocess.PIPE, text=True)
+    _, status, usage = os.wait4(proc.pid, 0)
+    out = proc.stdout.read()
+    if status != 0:
+        return {"error": f"exit {status}"}
+    return dict(json.loads(out.strip().splitlines()[-1]), peak_rss_mb=usage.ru_maxrss / 1024)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--steps", type=int, default=3, help="timed training steps per measurement")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--json", default="benchmarks/last.json")
+    parser.add_argument("--worker", nargs="*")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    if args.worker:
+        kind, impl, size, precision, extra = args.worker
+        result = (train_worker(impl, size, precision, int(extra)) if kind == "train"
+                  else decode_worker(impl, size, precision, int(extra)))
+        print(json.dumps(result))
+        return
+
+    peaks = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    print(f"matrix-product peak, {args.threads} threads: fp32 {peaks['fp32'] / 1e9:,.0f} GFLOP/s, "
+          f"bf16 {peaks['bf16'] / 1e9:,.0f} GFLOP/s", flush=True)
+    results: dict = {"machine": platform.processor() or platform.machine(), "torch": torch.__version__,
+                     "threads": args.threads, "peaks_gflops": {k: v / 1e9 for k, v in peaks.items()},
+                     "train": {}, "decode": {}}
+    for size in args.sizes.split(","):
+        print(f"\n== {size}: training, target tokens/s (batch {BATCH}×{LENGTH}), MFU, peak RSS", flush=True)
+        for precision in ("fp32", "bf16"):
+            row = {}
+            for impl in ("seqlab", "torch", "hf"):
+                r = measure(["train", impl, size, precision, str(args.steps)])
+                if "error" not in r:
+                    r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
+                row[impl] = r
+            results["train"][f"{size}/{precision}"] = row
+            s = row["seqlab"]
+            print(f"{precision}: " + " | ".join(
+                f"{impl} {r.get('tok_s', 0):>7,.0f} tok/s MFU {100 * r.get('mfu', 0):4.1f}% RSS "
+                f"{r.get('peak_rss_mb', 0):,.0f} MB" for impl, r in row.items()), flush=True)
+            print(f"      seqlab / torch.nn.Transformer {s['tok_s'] / row['torch']['tok_s']:.2f}×, "
+                  f"seqlab / HF Marian {s['tok_s'] / row['hf']['tok_s']:.2f}×", flush=True)
+        print(f"\n== {size}: decoding, generated tokens/s ({DECODE_BATCH} sentences, ≤ {NEW_TOKENS} new tokens)",
+              flush=True)
+        for beam in (1, 5):
+            row = {"hf fp32": measure(["decode", "hf", size, "fp32", str(beam)])}
+            for precision in ("fp32", "bf16", "int8"):
+                row[f"seqlab {precision}"] = measure(["decode", "seqlab", size, precision, str(beam)])
+            results["decode"][f"{size}/beam{beam}"] = row
+            hf = row["hf fp32"]["tok_s"]
+            print(f"beam {beam}: " + " | ".join(f"{name} {r.get('tok_s', 0):,.0f} ({r.get('tok_s', 0) / hf:.2f}×)"
+                                                for name, r in row.items()), flush=True)
+    with open(args.json, "w") as f:
+        json.dump(results, f, indent=2)
+    print(f"\nwrote {args.json}")
+
+
+if __name__ == "__main__":
+    main()
