@@ -15,8 +15,9 @@ wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTMode
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
 start of the same run. Decoding (generated tokens/s, 64 sentences of 32 tokens, up to 32 new
-tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8) and Hugging Face
-``generate`` (fp32).
+tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8), Hugging Face ``generate``
+(fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
+``seqlab.export.to_ctranslate2`` (greedy outputs compared token for token).
 """
 
 from __future__ import annotations
@@ -135,10 +136,27 @@ def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
 
 
 def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
-    model = build(impl, size).eval()
+    model = build("seqlab" if impl == "ct2" else impl, size).eval()
     g = torch.Generator().manual_seed(1)
     src = torch.randint(4, VOCAB, (DECODE_BATCH, LENGTH), generator=g)
-    if impl == "seqlab":
+    if impl == "ct2":  # the seqlab model's own weights, exported
+        import tempfile
+
+        import ctranslate2
+
+        from seqlab.export import ctranslate2_ids, ctranslate2_tokens, to_ctranslate2
+
+        path = to_ctranslate2(model, tempfile.mkdtemp(), quantization="int8" if precision == "int8" else None)
+        translator = ctranslate2.Translator(str(path), device="cpu", inter_threads=1,
+                                            intra_threads=torch.get_num_threads())
+        sources = [ctranslate2_tokens(row + [3]) for row in src.tolist()]
+
+        def run():
+            results = translator.translate_batch(sources, beam_size=beam, max_decoding_length=NEW_TOKENS + 1,
+                                                 max_batch_size=DECODE_BATCH)
+            run.outputs = [ctranslate2_ids(r.hypotheses[0]) for r in results]
+            return sum(len(h) + 1 for h in run.outputs)
+    elif impl == "seqlab":
         from seqlab.decoding.search import search
         from seqlab.hardware import autocast
         from seqlab.runs import for_inference
@@ -149,6 +167,7 @@ def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
         def run():
             with torch.no_grad(), autocast(torch.device("cpu"), "bf16" if precision == "bf16" else "fp32"):
                 hyps = search(model, src, beam_size=beam, max_len_ratio=0.0, max_len_extra=NEW_TOKENS + 1)
+            run.outputs = [h[0].tokens for h in hyps]
             return sum(len(h[0].tokens) + 1 for h in hyps)
     else:
         def run():
@@ -159,7 +178,10 @@ def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
     run()  # warm-up
     start = time.perf_counter()
     tokens = run()
-    return {"tok_s": tokens / (time.perf_counter() - start), "tokens": tokens}
+    result = {"tok_s": tokens / (time.perf_counter() - start), "tokens": tokens}
+    if impl in ("seqlab", "ct2"):
+        result["outputs"] = getattr(run, "outputs", None)
+    return result
 
 
 def measure(args: list[str]) -> dict:
@@ -172,9 +194,50 @@ def measure(args: list[str]) -> dict:
     return dict(json.loads(out.strip().splitlines()[-1]), peak_rss_mb=usage.ru_maxrss / 1024)
 
 
+def train_rows(size: str, steps: int, peaks: dict, results: dict) -> None:
+    print(f"\n== {size}: training, target tokens/s (batch {BATCH}×{LENGTH}), MFU, peak RSS", flush=True)
+    for precision in ("fp32", "bf16"):
+        row = {}
+        for impl in ("seqlab", "torch", "hf"):
+            r = measure(["train", impl, size, precision, str(steps)])
+            if "error" not in r:
+                r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
+            row[impl] = r
+        results["train"][f"{size}/{precision}"] = row
+        s = row["seqlab"]
+        print(f"{precision}: " + " | ".join(
+            f"{impl} {r.get('tok_s', 0):>7,.0f} tok/s MFU {100 * r.get('mfu', 0):4.1f}% RSS "
+            f"{r.get('peak_rss_mb', 0):,.0f} MB" for impl, r in row.items()), flush=True)
+        print(f"      seqlab / torch.nn.Transformer {s['tok_s'] / row['torch']['tok_s']:.2f}×, "
+              f"seqlab / HF Marian {s['tok_s'] / row['hf']['tok_s']:.2f}×", flush=True)
+
+
+def decode_rows(size: str, results: dict) -> None:
+    print(f"\n== {size}: decoding, generated tokens/s ({DECODE_BATCH} sentences, ≤ {NEW_TOKENS} new tokens)",
+          flush=True)
+    for beam in (1, 5):
+        row = {"hf fp32": measure(["decode", "hf", size, "fp32", str(beam)])}
+        for precision in ("fp32", "int8"):
+            row[f"ct2 {precision}"] = measure(["decode", "ct2", size, precision, str(beam)])
+        for precision in ("fp32", "bf16", "int8"):
+            row[f"seqlab {precision}"] = measure(["decode", "seqlab", size, precision, str(beam)])
+        base = row["ct2 int8"].get("tok_s") or row["hf fp32"]["tok_s"]
+        print(f"beam {beam} (ratio to CTranslate2 int8): " + " | ".join(
+            f"{name} {r.get('tok_s', 0):,.0f} ({r.get('tok_s', 0) / base:.2f}×)" for name, r in row.items()),
+            flush=True)
+        if beam == 1 and row["ct2 fp32"].get("outputs"):
+            same = sum(a == b for a, b in zip(row["ct2 fp32"]["outputs"], row["seqlab fp32"]["outputs"]))
+            print(f"        greedy outputs identical, seqlab fp32 vs CTranslate2 fp32: {same}/{DECODE_BATCH} (random "
+                  "weights give near-tied logits that diverge; tests/test_export.py checks clear-cut ones)", flush=True)
+        for r in row.values():
+            r.pop("outputs", None)
+        results["decode"][f"{size}/beam{beam}"] = row
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="tiny,small")
+    parser.add_argument("--parts", default="train,decode", help="train, decode or both (comma-separated)")
     parser.add_argument("--steps", type=int, default=3, help="timed training steps per measurement")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/last.json")
@@ -195,31 +258,10 @@ def main() -> None:
                      "threads": args.threads, "peaks_gflops": {k: v / 1e9 for k, v in peaks.items()},
                      "train": {}, "decode": {}}
     for size in args.sizes.split(","):
-        print(f"\n== {size}: training, target tokens/s (batch {BATCH}×{LENGTH}), MFU, peak RSS", flush=True)
-        for precision in ("fp32", "bf16"):
-            row = {}
-            for impl in ("seqlab", "torch", "hf"):
-                r = measure(["train", impl, size, precision, str(args.steps)])
-                if "error" not in r:
-                    r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
-                row[impl] = r
-            results["train"][f"{size}/{precision}"] = row
-            s = row["seqlab"]
-            print(f"{precision}: " + " | ".join(
-                f"{impl} {r.get('tok_s', 0):>7,.0f} tok/s MFU {100 * r.get('mfu', 0):4.1f}% RSS "
-                f"{r.get('peak_rss_mb', 0):,.0f} MB" for impl, r in row.items()), flush=True)
-            print(f"      seqlab / torch.nn.Transformer {s['tok_s'] / row['torch']['tok_s']:.2f}×, "
-                  f"seqlab / HF Marian {s['tok_s'] / row['hf']['tok_s']:.2f}×", flush=True)
-        print(f"\n== {size}: decoding, generated tokens/s ({DECODE_BATCH} sentences, ≤ {NEW_TOKENS} new tokens)",
-              flush=True)
-        for beam in (1, 5):
-            row = {"hf fp32": measure(["decode", "hf", size, "fp32", str(beam)])}
-            for precision in ("fp32", "bf16", "int8"):
-                row[f"seqlab {precision}"] = measure(["decode", "seqlab", size, precision, str(beam)])
-            results["decode"][f"{size}/beam{beam}"] = row
-            hf = row["hf fp32"]["tok_s"]
-            print(f"beam {beam}: " + " | ".join(f"{name} {r.get('tok_s', 0):,.0f} ({r.get('tok_s', 0) / hf:.2f}×)"
-                                                for name, r in row.items()), flush=True)
+        if "train" in args.parts:
+            train_rows(size, args.steps, peaks, results)
+        if "decode" in args.parts:
+            decode_rows(size, results)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
     print(f"\nwrote {args.json}")
