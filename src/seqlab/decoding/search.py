@@ -151,7 +151,7 @@ def beam_search(
         rows = prefix_rows.gather(1, pick).view(-1)  # (B·K,)
         tokens = torch.cat([tokens[rows], token.gather(1, pick).view(-1, 1)], dim=1)  # (B·K, t + 2)
         if cache is not None:
-            cache = cache.index_select(rows)  # each surviving hypothesis keeps its own keys, values or state
+            cache = cache.index_select(rows, same_sources=True)  # each survivor keeps its own keys, values or state
 
         done |= torch.isfinite(fin_scores).all(dim=1) | (t + 1 >= max_len)
         if done.all():

@@ -52,9 +52,15 @@ class DecoderCache:
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: encoder K, V (N, H, S, d_k)
     state: tuple[torch.Tensor, ...] | None = None  # RNN decoders: the state after the last token
 
-    def index_select(self, index: torch.Tensor) -> "DecoderCache":
-        """Keep rows ``index``: beam search moves each surviving hypothesis's memory along with it."""
+    def index_select(self, index: torch.Tensor, same_sources: bool = False) -> "DecoderCache":
+        """Keep rows ``index``: beam search moves each surviving hypothesis's memory along with it.
+
+        ``same_sources``: every row moves to a row of the same source sentence (beams of one
+        sentence trading places), so the encoder's K/V, identical across those rows, stay put:
+        the copy that otherwise costs half of a beam step is skipped.
+        """
         pick = lambda pairs: None if pairs is None else [(k.index_select(0, index), v.index_select(0, index))  # noqa: E731
                                                          for k, v in pairs]
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
-        return DecoderCache(self.position, pick(self.self_kv), pick(self.cross_kv), state)
+        cross = self.cross_kv if same_sources else pick(self.cross_kv)
+        return DecoderCache(self.position, pick(self.self_kv), cross, state)
