@@ -136,8 +136,7 @@ class RNNLM(nn.Module):
     def decode_step(self, new_tokens: torch.Tensor, enc: None, cache: DecoderCache | None
                     ) -> tuple[torch.Tensor, DecoderCache]:
         """The RNN carries its state: the cache is h (and c) after the last token read."""
-        logits, state, _ = self.decoder(new_tokens, cache.state if cache else None)
-        return logits[:, -1], DecoderCache(position=(cache.position if cache else 0) + new_tokens.size(1), state=state)
+        return self.decoder.step(new_tokens, cache)
 
     def forward(self, src: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in)

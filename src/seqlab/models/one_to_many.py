@@ -50,10 +50,8 @@ class VectorToSeq(nn.Module):
 
     def decode_step(self, new_tokens: torch.Tensor, enc: EncoderOutput, cache: DecoderCache | None
                     ) -> tuple[torch.Tensor, DecoderCache]:
-        """The decoder RNN carries its state from step to step (starting from the encoder's)."""
-        state = cache.state if cache is not None else enc.state
-        logits, state, _ = self.decoder(new_tokens, state, enc)
-        return logits[:, -1], DecoderCache(position=(cache.position if cache else 0) + new_tokens.size(1), state=state)
+        """The decoder RNN carries its state from step to step, starting from the vector's."""
+        return self.decoder.step(new_tokens, cache, enc, enc.state)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in, self.encode(src))

@@ -68,6 +68,15 @@ class RNNDecoder(nn.Module):
         logits = F.linear(y, self.embed.weight) if self.tie_output else y  # (B, T, V)
         return logits, state, weights if need_weights else None
 
+    def step(self, new_tokens: torch.Tensor, cache: DecoderCache | None, enc: EncoderOutput | None = None,
+             initial_state: State | None = None) -> tuple[torch.Tensor, DecoderCache]:
+        """Incremental decoding: the state carried in the cache (or ``initial_state`` at the start)
+        reads the new tokens (N, t); logits (N, V) for the last of them."""
+        state = cache.state if cache is not None else initial_state
+        logits, state, _ = self(new_tokens, state, enc)
+        position = (cache.position if cache is not None else 0) + new_tokens.size(1)
+        return logits[:, -1], DecoderCache(position=position, state=state)
+
 
 class RNNSeq2Seq(nn.Module):
     """Encoder RNN + decoder RNN (+ attention), with the encode/decode contract of the Transformer."""
@@ -106,10 +115,8 @@ class RNNSeq2Seq(nn.Module):
 
     def decode_step(self, new_tokens: torch.Tensor, enc: EncoderOutput, cache: DecoderCache | None
                     ) -> tuple[torch.Tensor, DecoderCache]:
-        """The decoder RNN carries its state from step to step (starting from the encoder's)."""
-        state = cache.state if cache is not None else enc.state
-        logits, state, _ = self.decoder(new_tokens, state, enc)
-        return logits[:, -1], DecoderCache(position=(cache.position if cache else 0) + new_tokens.size(1), state=state)
+        """The decoder RNN carries its state from step to step, starting from the context vector."""
+        return self.decoder.step(new_tokens, cache, enc, enc.state)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
         return self.decode(tgt_in, self.encode(src))
