@@ -13,21 +13,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import torch
-
 from seqlab.data.tokenizer import BOS, EOS, PAD, UNK
 from seqlab.errors import UserError
 
 
+SPECIAL_NAMES = {PAD: "<blank>", UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
+
+
 def vocabulary(size: int) -> list[str]:
-    specials = {PAD: "<blank>", UNK: "<unk>", BOS: "<s>", EOS: "</s>"}
-    return [specials.get(i, str(i)) for i in range(size)]
+    return ctranslate2_tokens(list(range(size)))
 
 
 def to_ctranslate2(model, output_dir: str | Path, quantization: str | None = None) -> Path:
     """Write ``model`` (a seqlab Transformer) as a CTranslate2 model directory; returns its path."""
     try:
-        import ctranslate2
         from ctranslate2.converters.converter import Converter
         from ctranslate2.converters.utils import fuse_linear
         from ctranslate2.specs import common_spec, transformer_spec
@@ -98,18 +97,15 @@ def to_ctranslate2(model, output_dir: str | Path, quantization: str | None = Non
             spec.register_target_vocabulary(vocabulary(model.tgt_embed.num_embeddings))
             return spec
 
-    del ctranslate2  # imported only to fail early with a clear message
     return Path(SeqlabConverter().convert(str(output_dir), quantization=quantization, force=True))
 
 
 def ctranslate2_tokens(ids: list[int]) -> list[str]:
     """seqlab source ids (ending in <eos>) as the strings the exported vocabulary uses."""
-    names = vocabulary(max(ids) + 1 if ids else 0)
-    return [names[i] for i in ids]
+    return [SPECIAL_NAMES.get(i, str(i)) for i in ids]
 
 
-@torch.no_grad()
 def ctranslate2_ids(tokens: list[str]) -> list[int]:
     """A CTranslate2 output (token strings, without </s>) back to seqlab ids."""
-    back = {"<unk>": UNK, "<s>": BOS, "</s>": EOS, "<blank>": PAD}
+    back = {name: i for i, name in SPECIAL_NAMES.items()}
     return [back[t] if t in back else int(t) for t in tokens]

@@ -1,5 +1,7 @@
 import random
 
+import pytest
+
 import torch
 
 from seqlab.data.batching import Example, batch_indices, collate, make_batches, padding_ratio
@@ -50,5 +52,9 @@ def test_vector_sources_lm_targets_and_labels():
 
 
 def test_padding_ratio():
-    batches = make_batches([Example(i, [4] * n, [4] * n) for i, n in enumerate([3, 3, 9])], 1000, shuffle=False)
-    assert 0.0 < padding_ratio(batches) < 1.0
+    examples = [Example(i, [4] * n, [4] * n) for i, n in enumerate([3, 3, 9])]
+    batches = make_batches(examples, 1000, shuffle=False)
+    assert 0.0 < padding_ratio(examples, [b.indices for b in batches]) < 1.0
+    total = sum(b.tgt_out.numel() for b in batches)  # the same share counted on the collated tensors
+    expected = 1.0 - sum(b.n_targets for b in batches) / total
+    assert padding_ratio(examples, [b.indices for b in batches]) == pytest.approx(expected)

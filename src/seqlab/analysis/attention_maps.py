@@ -11,6 +11,7 @@ The sentence is translated first; the decoder maps are those of reading the tran
 
 from __future__ import annotations
 
+from contextlib import contextmanager
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -24,17 +25,16 @@ from seqlab.evaluation import translate_ids
 from seqlab.runs import LoadedModel
 
 
+@contextmanager
 def recording(modules):
-    """Context manager: the attention modules keep their weights while inside."""
-    class _Recording:
-        def __enter__(self):
-            for m in modules:
-                m.record = True
-
-        def __exit__(self, *exc):
-            for m in modules:
-                m.record, m.recorded = False, None
-    return _Recording()
+    """The attention modules keep their weights while inside."""
+    for m in modules:
+        m.record = True
+    try:
+        yield
+    finally:
+        for m in modules:
+            m.record, m.recorded = False, None
 
 
 def piece_labels(tokenizer, ids: list[int]) -> list[str]:

@@ -87,8 +87,8 @@ def run_tree(model: dict, data: Path, run_dir: Path, length: int, s: LongRangeSe
         "data": {split: {"src": str(data / f"{split}.src"), "tgt": str(data / f"{split}.tgt")}
                  for split in ("train", "dev", "test")} | {"max_len": length + 2},
         "tokenizer": {"type": "word", "vocab_size": s.symbols + 8},
-        "model": {**model, **({"embed_dim": RNN_EMBED, "max_positions": 4 * length + 16}
-                              if model["kind"] == "rnn_seq2seq" else {"max_positions": 4 * length + 16})},
+        "model": {**model, "max_positions": 4 * length + 16,
+                  **({"embed_dim": RNN_EMBED} if model["kind"] == "rnn_seq2seq" else {})},
         "train": {"seed": s.seed, "max_tokens": 1024, "max_steps": s.steps, "max_minutes": s.minutes, "lr": 3e-3,
                   "warmup_steps": min(200, max(s.steps // 10, 1)), "label_smoothing": 0.1, "clip_norm": 1.0,
                   "valid_every": max(s.steps // 4, 1), "valid_max_sentences": 100, "metric": "bleu",

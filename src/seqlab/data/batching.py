@@ -115,7 +115,12 @@ def make_batches(examples: list[Example], max_tokens: int, shuffle: bool, seed: 
     return [collate([examples[i] for i in idx]) for idx in batch_indices(lengths, max_tokens, shuffle, seed)]
 
 
-def padding_ratio(batches: list[Batch]) -> float:
-    """Share of <pad> among all target positions: what length bucketing keeps low."""
-    total = sum(b.tgt_out.numel() for b in batches)
-    return 1.0 - sum(b.n_targets for b in batches) / max(total, 1)
+def padding_ratio(examples: list[Example], batches: list[list[int]]) -> float:
+    """Share of <pad> among the target positions of ``batches`` (index lists, as from
+    :func:`batch_indices`): what length bucketing keeps low."""
+    real = padded = 0
+    for b in batches:
+        targets = [count_targets([examples[i]]) for i in b]
+        real += sum(targets)
+        padded += len(b) * max(targets)
+    return 1.0 - real / max(padded, 1)

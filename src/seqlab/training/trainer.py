@@ -25,7 +25,7 @@ from tqdm import tqdm
 
 from seqlab import __version__
 from seqlab.config import Config, DecodeConfig, config_to_yaml
-from seqlab.data.batching import Example, batch_indices, collate, count_targets, example_length
+from seqlab.data.batching import Example, batch_indices, collate, count_targets, example_length, padding_ratio
 from seqlab.data.reader import ParallelCorpus
 from seqlab.data.tasks import TASK_OF, Codec, read_split
 from seqlab.data.tokenizer import Tokenizer
@@ -103,16 +103,6 @@ def _read_corpora(cfg: Config) -> tuple[ParallelCorpus, ParallelCorpus | None]:
         n = cfg.train.valid_max_sentences
         dev = ParallelCorpus(dev.src[:n], dev.tgt[:n], dev.line_numbers[:n], dev.report)
     return train, dev
-
-
-def padding_ratio_of(examples: list[Example], cfg: Config) -> float:
-    """Share of <pad> among target positions in one epoch's batches (what length bucketing keeps low)."""
-    lengths = [example_length(e) for e in examples]
-    batches = batch_indices(lengths, cfg.train.max_tokens, shuffle=True, seed=cfg.train.seed)
-    real = sum(count_targets([examples[i] for i in b]) for b in batches)
-    padded = sum(len(b) * max((len(examples[i].tgt) + 1 if isinstance(examples[i].tgt, list) else 1) for i in b)
-                 for b in batches)
-    return 1.0 - real / max(padded, 1)
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
@@ -258,7 +248,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
 
     torch.manual_seed(cfg.train.seed)
     labels = resume_meta.get("labels") if resume_meta is not None else None
-    codec = _make_codec(cfg, train_corpus, load=resume or not main, labels=labels) if (resume or main) else None
+    codec = _make_codec(cfg, train_corpus, load=resume, labels=labels) if (resume or main) else None
     train_name = _split_name(cfg.data.train)
     if codec is not None:
         examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
@@ -281,7 +271,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         examples, report = codec.encode(train_corpus, cfg.data.train.text or cfg.data.train.src, cfg.data.max_len)
     log = RunLog(run_dir / "train.log" if main else None, quiet=not (progress and main))
     log(report.summary(f"train {train_name}"))
-    log(f"batches: {cfg.train.max_tokens} padded tokens each, {100 * padding_ratio_of(examples, cfg):.1f}% of "
+    first_epoch = batch_indices([example_length(e) for e in examples], cfg.train.max_tokens, True, cfg.train.seed)
+    log(f"batches: {cfg.train.max_tokens} padded tokens each, {100 * padding_ratio(examples, first_epoch):.1f}% of "
         "target positions are <pad> (length bucketing)")
     if dev_corpus is not None:
         log(dev_corpus.report.summary(f"dev   {_split_name(cfg.data.dev)}"))
