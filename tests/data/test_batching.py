@@ -1,7 +1,6 @@
 import random
 
 import pytest
-
 import torch
 
 from seqlab.data.batching import Example, batch_indices, collate, make_batches, padding_ratio
