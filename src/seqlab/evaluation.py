@@ -127,7 +127,7 @@ def evaluate(model, codec: Codec, corpus: ParallelCorpus, decode: DecodeConfig, 
         accuracy = None
         if codec.labels is not None:
             gold = torch.tensor([e.tgt for e in examples])
-            accuracy = 100.0 * (out.argmax(-1) == gold).float().mean().item()
+            accuracy = 100.0 * int((out.argmax(-1) == gold).sum()) / max(len(gold), 1)  # exact, not a float32 mean
         return EvaluationResult(loss, n, accuracy=accuracy, hypotheses=[codec.prediction_text(o) for o in out])
     hyps = [h[0][0] if h else "" for h in translate_lines(model, codec, corpus.src, decode, device,
                                                            beam_size=beam_size, precision=precision)]

@@ -2,7 +2,12 @@ import pytest
 import torch
 from torch import nn
 
-from seqlab.models.attention import MultiHeadAttention, causal_mask, scaled_dot_product_attention
+from seqlab.models.attention import (
+    MultiHeadAttention,
+    causal_mask,
+    scaled_dot_product_attention,
+    written_out_is_faster,
+)
 
 
 def _copy_to_torch_mha(ours: MultiHeadAttention, d_model: int, n_heads: int) -> nn.MultiheadAttention:
@@ -73,3 +78,42 @@ def test_equals_torch_multihead_attention(impl):
 def test_heads_must_divide_width():
     with pytest.raises(ValueError, match="divisible"):
         MultiHeadAttention(30, 4)
+
+
+def test_short_bfloat16_sequences_on_cpu_take_the_written_out_path():
+    q16 = torch.zeros(2, 4, 32, 8, dtype=torch.bfloat16)
+    assert written_out_is_faster(q16, q16)
+    assert not written_out_is_faster(q16.float(), q16.float())  # float32: the fused kernel
+    long16 = torch.zeros(2, 4, 256, 8, dtype=torch.bfloat16)
+    assert not written_out_is_faster(long16, long16)  # long keys: the fused kernel again
+
+
+@pytest.mark.parametrize("causal", [False, True])
+def test_bfloat16_attention_follows_float32_and_trains(causal):
+    """Under bf16 autocast (the written-out path, by the rule above) forward and gradients stay
+    close to float32's; the fused Q/K/V projection gets the same gradients as separate ones."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(64, 4)
+    x = torch.randn(3, 20, 64, requires_grad=True)
+    mask = _padding_mask([20, 11, 3], 20)[:, None, None, :]
+    ref, _ = mha(x, x, x, mask=mask, is_causal=causal)
+    ref.square().sum().backward()
+    ref_grads = [p.grad.clone() for p in (x, mha.q_proj.weight, mha.v_proj.weight)]
+    x.grad = None
+    mha.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        out, _ = mha(x, x, x, mask=mask, is_causal=causal)
+    assert out.dtype == torch.bfloat16
+    out.float().square().sum().backward()
+    torch.testing.assert_close(out.float(), ref, atol=0.05, rtol=0.05)
+    for got, want in zip((x.grad, mha.q_proj.weight.grad, mha.v_proj.weight.grad), ref_grads):
+        assert torch.nn.functional.cosine_similarity(got.flatten(), want.flatten(), dim=0) > 0.99
+
+
+def test_cross_attention_projects_keys_and_values_like_separate_layers():
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval()
+    memory = torch.randn(2, 9, 32)
+    k, v = mha.project_kv(memory, memory)  # one matrix product for both
+    torch.testing.assert_close(k, mha._split_heads(mha.k_proj(memory)))
+    torch.testing.assert_close(v, mha._split_heads(mha.v_proj(memory)))

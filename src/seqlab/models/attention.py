@@ -88,6 +88,19 @@ class RecurrentAttention(nn.Module):
         return weights @ h, weights  # c_t = Σ_i α_ti h_i: (B, T, K)
 
 
+def written_out_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
+    """Whether :func:`scaled_dot_product_attention` beats PyTorch's fused kernel for these shapes.
+
+    On CPU the fused (flash) kernel runs bfloat16 several times slower than the written-out
+    products do on AMX units when sequences are short: measured on two Xeon cores, forward +
+    backward, 8 heads of 64 (benchmarks/RESULTS.md), written out is 4.6× faster at 32 keys, 1.7×
+    at 128 and 0.45× at 256, where the fused kernel's savings in memory traffic take over. In
+    float32 the two are within a few percent up to 32 keys and the fused kernel wins beyond, so
+    float32 and GPUs always take the fused kernel.
+    """
+    return q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) <= 128
+
+
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
     """(T, T) boolean mask, True on and below the diagonal: position t sees positions ≤ t."""
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
@@ -99,8 +112,9 @@ class MultiHeadAttention(nn.Module):
     The h heads' projections are stored side by side in one (d_model, d_model) matrix per role,
     so ``q_proj(x)`` computes all of Q W_1^Q, …, Q W_h^Q at once and a reshape splits the heads.
 
-    ``impl="sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels);
-    ``impl="manual"`` runs :func:`scaled_dot_product_attention` above. Both give the same result
+    ``impl="sdpa"`` calls ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels),
+    except for the short CPU sequences where :func:`written_out_is_faster`; ``impl="manual"``
+    always runs :func:`scaled_dot_product_attention` above. Both give the same result
     (tests/models/test_attention.py); asking for the weights always takes the written-out path.
     Setting ``record = True`` keeps each call's weights in ``recorded`` (for attention maps).
     """
@@ -124,8 +138,24 @@ class MultiHeadAttention(nn.Module):
         B, T, C = x.shape
         return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_k)
 
+    def _project(self, x: torch.Tensor, *linears: nn.Module) -> list[torch.Tensor]:
+        """x W for each given projection, split into heads: [(B, H, T, d_k), …].
+
+        Projections of the same input run as one matrix product with their weights side by side:
+        one larger GEMM instead of several, and under autocast the input is cast to bfloat16 once
+        instead of once per projection. (int8-quantized layers keep their own calls.)
+        """
+        if len(linears) == 1 or not all(isinstance(layer, nn.Linear) for layer in linears):
+            return [self._split_heads(layer(x)) for layer in linears]
+        weight = torch.cat([layer.weight for layer in linears])  # (n·C, C)
+        bias = torch.cat([layer.bias for layer in linears])
+        return [self._split_heads(part) for part in F.linear(x, weight, bias).chunk(len(linears), dim=-1)]
+
     def project_kv(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K = key W^K, V = value W^V, split into heads: (B, H, T_k, d_k) each (what a decoder caches)."""
+        if key is value:
+            k, v = self._project(key, self.k_proj, self.v_proj)
+            return k, v
         return self._split_heads(self.k_proj(key)), self._split_heads(self.v_proj(value))
 
     def forward(
@@ -146,11 +176,14 @@ class MultiHeadAttention(nn.Module):
         cached) by :meth:`project_kv`; ``key`` and ``value`` are then ignored.
         """
         B, T_q, C = query.shape
-        q = self._split_heads(self.q_proj(query))  # (B, H, T_q, d_k)
-        k, v = kv if kv is not None else self.project_kv(key, value)  # (B, H, T_k, d_k) each
+        if kv is None and query is key and key is value:  # self-attention: Q, K, V from one input
+            q, k, v = self._project(query, self.q_proj, self.k_proj, self.v_proj)  # (B, H, T, d_k) each
+        else:
+            q = self._split_heads(self.q_proj(query))  # (B, H, T_q, d_k)
+            k, v = kv if kv is not None else self.project_kv(key, value)  # (B, H, T_k, d_k) each
         dropout = self.dropout if self.training else 0.0
 
-        manual = need_weights or self.record or self.impl == "manual"
+        manual = need_weights or self.record or self.impl == "manual" or written_out_is_faster(q, k)
         if is_causal and (manual or mask is not None):
             # Only SDPA's fused kernel takes the look-ahead mask as a flag; fold it in otherwise.
             look_ahead = causal_mask(T_q, query.device)  # (T_q, T_k), self-attention: T_q = T_k

@@ -24,6 +24,7 @@ from torch import nn
 
 from seqlab.config import GPTConfig, RNNLMConfig
 from seqlab.models.attention import MultiHeadAttention
+from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache
 from seqlab.models.seq2seq import RNNDecoder
 from seqlab.models.transformer import FeedForward, Sublayer
@@ -67,7 +68,7 @@ class GPT(nn.Module):
         self.cfg, self.pad_id, self.max_positions = cfg, pad_id, cfg.max_positions
         self.tok_embed = nn.Embedding(tgt_vocab_size, cfg.d_model)
         self.pos_embed = nn.Embedding(cfg.max_positions, cfg.d_model)
-        self.drop = nn.Dropout(cfg.dropout)
+        self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = None if cfg.tie_output else nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from seqlab.config import ClassifierConfig, TransformerConfig
+from seqlab.models.dropout import Dropout
 from seqlab.models.rnn import make_rnn, run_rnn
 from seqlab.models.transformer import EncoderLayer, SinusoidalPositionalEncoding
 
@@ -26,7 +27,7 @@ class SequenceClassifier(nn.Module):
         self.cfg, self.pad_id, self.max_positions = cfg, pad_id, cfg.max_positions
         E = cfg.embed_dim
         self.embed = nn.Embedding(src_vocab_size, E, padding_idx=pad_id)
-        self.dropout = nn.Dropout(cfg.dropout)
+        self.dropout = Dropout(cfg.dropout)
         if cfg.encoder == "transformer":
             layer_cfg = TransformerConfig(d_model=E, n_heads=cfg.n_heads, n_encoder_layers=cfg.n_layers, d_ff=cfg.d_ff,
                                           dropout=cfg.dropout, layer_norm="pre", max_positions=cfg.max_positions)

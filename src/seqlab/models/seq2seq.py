@@ -19,6 +19,7 @@ from torch import nn
 
 from seqlab.config import RNNSeq2SeqConfig
 from seqlab.models.attention import RecurrentAttention
+from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache, EncoderOutput
 from seqlab.models.rnn import State, make_rnn, run_rnn
 
@@ -37,7 +38,7 @@ class RNNDecoder(nn.Module):
         super().__init__()
         self.embed = embedding if embedding is not None else nn.Embedding(vocab_size, embed_dim, padding_idx=pad_id)
         self.rnn = make_rnn(cell, embed_dim, hidden_size, n_layers, dropout)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         out = embed_dim if tie_output else vocab_size
         self.W_y = nn.Linear(hidden_size, out)  # s_t W_y (+ b)
         self.W_x = nn.Linear(embed_dim, out, bias=False) if input_readout else None  # x_t W_x
@@ -93,7 +94,7 @@ class RNNSeq2Seq(nn.Module):
         # A bidirectional encoder gives each direction H/2, so [h→; h←] has the decoder's size H.
         self.encoder = make_rnn(cfg.cell, E, H // 2 if cfg.bidirectional else H, cfg.n_layers, cfg.dropout,
                                 cfg.bidirectional)
-        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.embed_dropout = Dropout(cfg.dropout)
 
     def encode(self, src: torch.Tensor) -> EncoderOutput:
         """src (B, S) → encoder states h_1 … h_S (B, S, H) and the context vector, the decoder's h_0."""

@@ -17,6 +17,7 @@ from torch import nn
 
 from seqlab.config import TransformerConfig
 from seqlab.models.attention import MultiHeadAttention
+from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache, EncoderOutput
 
 
@@ -57,7 +58,7 @@ class FeedForward(nn.Module):
         super().__init__()
         self.linear1 = nn.Linear(d_model, d_ff)
         self.linear2 = nn.Linear(d_ff, d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.activation = F.relu if activation == "relu" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -74,7 +75,7 @@ class Sublayer(nn.Module):
     def __init__(self, d_model: int, dropout: float, pre_norm: bool):
         super().__init__()
         self.norm = nn.LayerNorm(d_model)
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
@@ -159,7 +160,7 @@ class Transformer(nn.Module):
         self.src_embed = None if cfg.share_embeddings else nn.Embedding(src_vocab_size, cfg.d_model, padding_idx=pad_id)
         position_cls = SinusoidalPositionalEncoding if cfg.positional == "sinusoidal" else LearnedPositionalEmbedding
         self.positions = position_cls(cfg.d_model, cfg.max_positions)
-        self.embed_dropout = nn.Dropout(cfg.dropout)
+        self.embed_dropout = Dropout(cfg.dropout)
         self.encoder_layers = nn.ModuleList(EncoderLayer(cfg) for _ in range(cfg.n_encoder_layers))
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
         # Pre-LN leaves the residual stream un-normalised, so each stack ends with a LayerNorm.

@@ -1,0 +1,52 @@
+import pytest
+import torch
+from torch import nn
+
+from seqlab.models.dropout import Dropout, dropout, keep_mask
+
+
+@pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
+def test_keeps_each_unit_with_probability_one_minus_p(p):
+    torch.manual_seed(0)
+    mask = keep_mask(torch.Size([1000, 1001]), p)  # an odd count: not a multiple of the 4 draws per word
+    assert mask.shape == (1000, 1001) and mask.dtype == torch.bool
+    assert mask.float().mean().item() == pytest.approx(1 - p, abs=0.003)  # ~6 standard errors
+    # no structure across the four 16-bit lanes of each 64-bit draw (the sign bit included)
+    lanes = mask.flatten()[: 1000 * 1000].view(-1, 4).float().mean(0)
+    torch.testing.assert_close(lanes, torch.full((4,), 1 - p), atol=0.005, rtol=0)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_zeroes_and_rescales_like_nn_dropout(dtype):
+    torch.manual_seed(0)
+    x = torch.rand(64, 300).add(0.5).to(dtype).requires_grad_()
+    out = dropout(x, 0.2)
+    assert out.dtype == dtype
+    kept = out != 0
+    torch.testing.assert_close(out[kept], (x[kept] / 0.8).to(dtype))
+    out.sum().backward()  # d out_i / d x_i = m_i / (1 − p)
+    torch.testing.assert_close(x.grad, kept.to(dtype) / 0.8)
+    # unbiased: E[out] = x, like nn.Dropout (mean over 19,200 units, each ±1/0.8)
+    assert out.float().mean().item() == pytest.approx(x.float().mean().item(), rel=0.02)
+
+
+def test_identity_in_eval_and_at_p_zero_and_reproducible_under_a_seed():
+    x = torch.randn(8, 16)
+    layer = Dropout(0.5).eval()
+    assert layer(x) is x and dropout(x, 0.0) is x
+    layer.train()
+    torch.manual_seed(3)
+    a = layer(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(layer(x), a)  # masks come from the default generator
+    assert not torch.equal(layer(x), a)
+    with pytest.raises(ValueError, match="dropout probability"):
+        Dropout(1.0)
+
+
+def test_drops_as_often_as_nn_dropout():
+    torch.manual_seed(0)
+    x = torch.ones(200_000)
+    ours = (Dropout(0.1)(x) == 0).float().mean().item()
+    theirs = (nn.Dropout(0.1)(x) == 0).float().mean().item()
+    assert ours == pytest.approx(theirs, abs=0.004)
