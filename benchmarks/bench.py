@@ -10,7 +10,7 @@ random-init configurations of the same shape:
   embeddings, sub-layer outputs and inside the FFN in all three;
 * shared vocabulary of 8000, batches of 128 sentences × 32 tokens (4096 target tokens).
 
-Training (target tokens/s, Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
+Training (target tokens/s of the median step, Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
 wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
@@ -101,6 +101,19 @@ def logits_of(impl: str, model: nn.Module, src: torch.Tensor, tgt_in: torch.Tens
     return model(src, tgt_in)
 
 
+def training_loss(impl: str, model: nn.Module, src: torch.Tensor, tgt_in: torch.Tensor, tgt_out: torch.Tensor):
+    """Mean label-smoothed (0.1) cross-entropy. seqlab's is its trainer's own (training/loss.py):
+    the output layer folded into the loss, so the (tokens × vocabulary) logits never exist whole;
+    the peers take F.cross_entropy of their logits, as their trainers do."""
+    if impl == "seqlab":
+        from seqlab.training.loss import output_cross_entropy
+
+        hidden = model(src, tgt_in, features_only=True)
+        return output_cross_entropy(hidden, model.output_weight(), tgt_out, label_smoothing=0.1) / tgt_out.numel()
+    logits = logits_of(impl, model, src, tgt_in)
+    return F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), label_smoothing=0.1)
+
+
 def batch(seed: int = 0):
     g = torch.Generator().manual_seed(seed)
     src = torch.randint(4, VOCAB, (BATCH, LENGTH), generator=g)
@@ -118,8 +131,7 @@ def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
 
     def step():
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=dtype is not None):
-            logits = logits_of(impl, model, src, tgt_in)
-            loss = F.cross_entropy(logits.float().flatten(0, 1), tgt_out.flatten(), label_smoothing=0.1)
+            loss = training_loss(impl, model, src, tgt_in, tgt_out)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -127,10 +139,12 @@ def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
     with FlopCounterMode(display=False) as counter:
         step()  # also the warm-up
     step()
-    start = time.perf_counter()
+    times = []
     for _ in range(steps):
+        start = time.perf_counter()
         step()
-    seconds = (time.perf_counter() - start) / steps
+        times.append(time.perf_counter() - start)
+    seconds = sorted(times)[len(times) // 2]  # the median step: robust to a stray slow one
     return {"tok_s": tgt_out.numel() / seconds, "flops_per_step": counter.get_total_flops(), "s_per_step": seconds,
             "parameters": sum(p.numel() for p in model.parameters())}
 

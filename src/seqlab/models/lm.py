@@ -84,8 +84,9 @@ class GPT(nn.Module):
     def encode(self, src: torch.Tensor | None) -> None:
         return None  # a decoder-only model has no source to read
 
-    def decode(self, tokens: torch.Tensor, enc: None = None) -> torch.Tensor:
-        """tokens (B, T) = <bos> + text so far → next-token logits (B, T, V)."""
+    def decode(self, tokens: torch.Tensor, enc: None = None, features_only: bool = False) -> torch.Tensor:
+        """tokens (B, T) = <bos> + text so far → next-token logits (B, T, V) (or, with
+        ``features_only``, the final hidden states (B, T, C))."""
         T = tokens.size(1)
         if T > self.max_positions:
             raise ValueError(f"sequence of {T} tokens is longer than model.max_positions ({self.max_positions})")
@@ -93,8 +94,17 @@ class GPT(nn.Module):
         x = self.drop(self.tok_embed(tokens) + self.pos_embed(positions))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
-        x = self.norm(x)
-        return F.linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # (B, T, V)
+        x = self.norm(x)  # (B, T, C)
+        return x if features_only else self.project(x)  # (B, T, V)
+
+    def project(self, x: torch.Tensor) -> torch.Tensor:
+        return F.linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # ŷ = x Eᵀ when tied
+
+    def output_weight(self) -> torch.Tensor | None:
+        """The output layer's matrix (V, C), the token embeddings when tied (None once int8-quantized)."""
+        if self.head is None:
+            return self.tok_embed.weight
+        return self.head.weight if isinstance(self.head, nn.Linear) else None
 
     def decode_step(self, new_tokens: torch.Tensor, enc: None, cache: DecoderCache | None
                     ) -> tuple[torch.Tensor, DecoderCache]:
@@ -111,11 +121,11 @@ class GPT(nn.Module):
             x, kv = block.step(x, past)
             kvs.append(kv)
         x = self.norm(x[:, -1])
-        logits = F.linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # (N, V)
+        logits = self.project(x)  # (N, V)
         return logits, DecoderCache(cache.position + T, kvs)
 
-    def forward(self, src: torch.Tensor | None, tgt_in: torch.Tensor) -> torch.Tensor:
-        return self.decode(tgt_in)
+    def forward(self, src: torch.Tensor | None, tgt_in: torch.Tensor, features_only: bool = False) -> torch.Tensor:
+        return self.decode(tgt_in, features_only=features_only)
 
 
 class RNNLM(nn.Module):

@@ -199,13 +199,21 @@ class Transformer(nn.Module):
             x = layer(x, attn_mask)
         return EncoderOutput(memory=self.encoder_norm(x), src_mask=src_mask)
 
-    def decode(self, tgt_in: torch.Tensor, enc: EncoderOutput) -> torch.Tensor:
-        """tgt_in: (B, T) = <bos> + target shifted right → next-token logits (B, T, V)."""
+    def decode(self, tgt_in: torch.Tensor, enc: EncoderOutput, features_only: bool = False) -> torch.Tensor:
+        """tgt_in: (B, T) = <bos> + target shifted right → next-token logits (B, T, V), or with
+        ``features_only`` the final hidden states (B, T, C) that the output layer would read."""
         y = self.embed(tgt_in, self.tgt_embed)
         attn_mask = enc.src_mask[:, None, None, :]  # (B, 1, 1, S)
         for layer in self.decoder_layers:
             y = layer(y, enc.memory, attn_mask)
-        return self.project(self.decoder_norm(y))  # (B, T, V)
+        y = self.decoder_norm(y)  # (B, T, C)
+        return y if features_only else self.project(y)  # (B, T, V)
+
+    def output_weight(self) -> torch.Tensor | None:
+        """The output layer's matrix (V, C), the target embeddings when tied (None once int8-quantized)."""
+        if self.output_proj is None:
+            return self.tgt_embed.weight
+        return self.output_proj.weight if isinstance(self.output_proj, nn.Linear) else None
 
     def project(self, y: torch.Tensor) -> torch.Tensor:
         if self.output_proj is None:
@@ -227,6 +235,7 @@ class Transformer(nn.Module):
         logits = self.project(self.decoder_norm(y))[:, -1]  # (N, V)
         return logits, DecoderCache(cache.position + new_tokens.size(1), self_kv, cache.cross_kv)
 
-    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor) -> torch.Tensor:
-        """Teacher forcing: logits (B, T, V) for every target position in one pass."""
-        return self.decode(tgt_in, self.encode(src))
+    def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, features_only: bool = False) -> torch.Tensor:
+        """Teacher forcing: logits (B, T, V) for every target position in one pass (or the hidden
+        states, which the training loss multiplies by :meth:`output_weight` itself)."""
+        return self.decode(tgt_in, self.encode(src), features_only)

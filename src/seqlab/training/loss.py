@@ -1,5 +1,10 @@
 """The training objective: next-token cross-entropy with label smoothing, ignoring <pad>; or,
-for many-to-one models, cross-entropy over classes or squared error on a score."""
+for many-to-one models, cross-entropy over classes or squared error on a score.
+
+Transformer-family models hand over their last hidden states instead of logits, and
+:func:`output_cross_entropy` folds the output layer into the loss, a few hundred rows at a time,
+so the (B·T, V) logits (131 MB in float32 for 4,096 tokens and 8,000 words) never exist whole.
+"""
 
 from __future__ import annotations
 
@@ -23,13 +28,94 @@ def token_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smooth
     )
 
 
+class _OutputCrossEntropy(torch.autograd.Function):
+    """Σ_t CE(h_t Wᵀ, y_t) over row chunks, with the gradient computed on the way (forward).
+
+    The loss is a scalar, so its gradient is known up to the incoming scale factor as soon as
+    each chunk's softmax is: ∂L/∂z = softmax(z) − q, with q the (smoothed) target distribution
+    and zero rows at <pad>. Each chunk's logits are used once and dropped; the backward pass
+    only scales the stored ∂L/∂h and ∂L/∂W (the approach of Liger Kernel's fused linear
+    cross-entropy). Inputs arrive in the compute dtype (bfloat16 under autocast); logits, softmax
+    and the weight gradient's running sum are float32.
+    """
+
+    @staticmethod
+    def forward(ctx, hidden, weight, target, label_smoothing, need_grad):
+        N, C = hidden.shape  # (N, C) hidden states, weight (V, C), target (N,)
+        V = weight.size(0)
+        rows = max(16, 2**21 // V)  # ~8 MB of float32 logits per chunk: stays in the allocator's heap
+        eps = label_smoothing
+        total = torch.zeros((), dtype=torch.float32, device=hidden.device)
+        grad_hidden = torch.empty_like(hidden) if need_grad else None
+        grad_weight = torch.zeros(V, C, dtype=torch.float32, device=hidden.device) if need_grad else None
+        for start in range(0, N, rows):
+            h, y = hidden[start : start + rows], target[start : start + rows]  # (n, C), (n,)
+            z = (h @ weight.t()).float()  # logits (n, V)
+            lse = z.logsumexp(dim=-1)  # log Σ_v exp z_v, (n,)
+            nll = lse - z.gather(1, y[:, None]).squeeze(1)  # −log p(y_t)
+            loss = nll if eps == 0 else (1 - eps) * nll + eps * (lse - z.mean(dim=-1))  # + ε · mean_v −log p(v)
+            real = y != PAD
+            total += torch.where(real, loss, 0.0).sum()
+            if not need_grad:
+                continue
+            g = z.sub_(lse[:, None]).exp_()  # softmax(z), in place of the logits
+            if eps:
+                g.sub_(eps / V)
+            g.scatter_add_(1, y[:, None], torch.full((len(y), 1), eps - 1.0, device=g.device))  # − (1 − ε) at y_t
+            g = g.mul_(real[:, None]).to(hidden.dtype)  # ∂L/∂z: (n, V), zero at <pad>
+            torch.mm(g, weight, out=grad_hidden[start : start + rows])  # ∂L/∂h = ∂L/∂z W
+            if g.dtype == grad_weight.dtype:
+                grad_weight.addmm_(g.t(), h)  # ∂L/∂W += (∂L/∂z)ᵀ h
+            else:
+                grad_weight += g.t() @ h
+        if need_grad:
+            ctx.save_for_backward(grad_hidden, grad_weight)
+            ctx.weight_dtype = weight.dtype
+        return total
+
+    @staticmethod
+    def backward(ctx, grad_total):
+        grad_hidden, grad_weight = ctx.saved_tensors
+        return (grad_hidden * grad_total.to(grad_hidden.dtype), (grad_weight * grad_total).to(ctx.weight_dtype),
+                None, None, None)
+
+
+def output_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
+                         label_smoothing: float = 0.0) -> torch.Tensor:
+    """:func:`token_cross_entropy` of the logits ``hidden @ weightᵀ``, without materialising them.
+
+    hidden: (B, T, C) final hidden states; weight: (V, C) the output layer; target: (B, T).
+    Under autocast the two matrices are cast to its dtype first, as ``F.linear`` would be.
+    """
+    device = hidden.device.type
+    if torch.is_autocast_enabled(device):
+        dtype = torch.get_autocast_dtype(device)
+        hidden, weight = hidden.to(dtype), weight.to(dtype)
+    need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
+    with torch.autocast(device, enabled=False):
+        return _OutputCrossEntropy.apply(hidden.flatten(0, 1), weight, target.flatten(), label_smoothing, need_grad)
+
+
+def _unwrapped(model):
+    """The seqlab model inside torch.compile and DistributedDataParallel wrappers."""
+    for attr in ("_orig_mod", "module"):
+        model = getattr(model, attr, model)
+    return model
+
+
 def batch_loss(model, batch: Batch, label_smoothing: float = 0.0) -> torch.Tensor:
     """The summed loss of one batch for any model kind; divide by ``batch.n_targets`` for the mean.
 
     Sequence outputs (teacher forcing): token cross-entropy of ``model(src, tgt_in)`` against
-    ``tgt_out``. One output per sequence: cross-entropy over classes, or squared error on a score.
+    ``tgt_out`` (for models with an ``output_weight``, of their hidden states through
+    :func:`output_cross_entropy`). One output per sequence: cross-entropy over classes, or squared error on a score.
     """
     if batch.labels is None:
+        inner = _unwrapped(model)
+        weight = inner.output_weight() if hasattr(inner, "output_weight") else None
+        if weight is not None:  # hidden states through the wrappers, the output layer here
+            hidden = model(batch.src, batch.tgt_in, features_only=True)  # (B, T, C)
+            return output_cross_entropy(hidden, weight, batch.tgt_out, label_smoothing)
         return token_cross_entropy(model(batch.src, batch.tgt_in), batch.tgt_out, label_smoothing)
     out = model(batch.src).float()  # (B, n_classes) or (B,)
     if batch.labels.is_floating_point():

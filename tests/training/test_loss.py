@@ -1,0 +1,69 @@
+import pytest
+import torch
+
+from seqlab.config import GPTConfig, TransformerConfig
+from seqlab.data.batching import Example, collate
+from seqlab.models import build_model
+from seqlab.training.loss import batch_loss, output_cross_entropy, token_cross_entropy
+
+
+def _problem(V=50, C=16, B=5, T=130, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    hidden = torch.randn(B, T, C, generator=g).requires_grad_()
+    weight = (torch.randn(V, C, generator=g) * 0.3).requires_grad_()
+    target = torch.randint(1, V, (B, T), generator=g)
+    target[0, 100:] = 0  # <pad>
+    target[-1, 7:] = 0
+    return hidden, weight, target
+
+
+@pytest.mark.parametrize("smoothing", [0.0, 0.1])
+def test_fused_output_loss_equals_cross_entropy_of_the_logits(smoothing):
+    """Same loss and gradients as logits = h Wᵀ then F.cross_entropy, over many row chunks."""
+    hidden, weight, target = _problem(V=20_000, C=8, B=3, T=400)  # chunks of 104 rows: 12 of them
+    ref = token_cross_entropy(hidden @ weight.t(), target, smoothing)
+    ref.backward()
+    ref_grads = hidden.grad.clone(), weight.grad.clone()
+    hidden.grad = weight.grad = None
+    got = output_cross_entropy(hidden, weight, target, smoothing)
+    (got * 0.5).backward()  # the incoming gradient scales what was computed on the way
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-3)
+    torch.testing.assert_close(hidden.grad, ref_grads[0] * 0.5, rtol=1e-4, atol=1e-6)
+    torch.testing.assert_close(weight.grad, ref_grads[1] * 0.5, rtol=1e-4, atol=1e-6)
+    assert hidden.grad[0, 100:].abs().max() == 0  # <pad> positions get no gradient
+
+
+def test_fused_output_loss_under_bf16_autocast_and_without_grad():
+    hidden, weight, target = _problem()
+    ref = token_cross_entropy(hidden @ weight.t(), target, 0.1)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = output_cross_entropy(hidden, weight, target, 0.1)
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, ref, rtol=2e-3, atol=0)
+    got.backward()
+    assert hidden.grad.dtype == weight.grad.dtype == torch.float32
+    with torch.no_grad():
+        torch.testing.assert_close(output_cross_entropy(hidden, weight, target, 0.1), ref.detach(), rtol=1e-5, atol=1e-3)
+
+
+@pytest.mark.parametrize("cfg", [
+    TransformerConfig(d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0),
+    TransformerConfig(d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0,
+                      tie_output=False, share_embeddings=False),
+    GPTConfig(kind="gpt", d_model=32, n_heads=4, n_layers=1, d_ff=64, dropout=0.0),
+], ids=["transformer", "untied", "gpt"])
+def test_batch_loss_of_transformers_equals_the_loss_of_their_logits(cfg):
+    torch.manual_seed(0)
+    model = build_model(cfg, 30, 30)
+    seqs = [[5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    batch = collate([Example(i, s, s[::-1]) for i, s in enumerate(seqs)])
+    fused = batch_loss(model, batch, 0.1)
+    fused.backward()
+    grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+    model.zero_grad()
+    plain = token_cross_entropy(model(batch.src, batch.tgt_in), batch.tgt_out, 0.1)
+    plain.backward()
+    torch.testing.assert_close(fused, plain)
+    for name, p in model.named_parameters():
+        if p.grad is not None:
+            torch.testing.assert_close(grads[name], p.grad, rtol=1e-4, atol=1e-6, msg=name)
