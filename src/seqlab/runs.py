@@ -13,6 +13,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -96,7 +98,11 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
 
 def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     """``int8``: Linear layers dynamically quantized (int8 weights, activations quantized on the fly;
-    CPU only). ``fp32``/``bf16``: the model as it is (bf16 runs under autocast, see seqlab.hardware)."""
+    CPU only). ``bf16``: every weight cast to bfloat16 once, so no decoding step re-casts fp32
+    weights (what autocast alone would do at every matrix product). ``fp32``: the model as it is.
+    The model passed in is left unchanged."""
+    if precision == "bf16":
+        return copy.deepcopy(model).to(torch.bfloat16)
     if precision != "int8":
         return model
     import warnings

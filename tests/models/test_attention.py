@@ -117,3 +117,23 @@ def test_cross_attention_projects_keys_and_values_like_separate_layers():
     k, v = mha.project_kv(memory, memory)  # one matrix product for both
     torch.testing.assert_close(k, mha._split_heads(mha.k_proj(memory)))
     torch.testing.assert_close(v, mha._split_heads(mha.v_proj(memory)))
+
+
+def test_beams_sharing_one_sentences_keys_and_values_equal_repeated_copies():
+    """Beam search keeps the encoder's K, V once per sentence: B·G query rows against B rows of
+    K, V must give what G repeated copies give (also the weights, when recorded)."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval()
+    B, G, S = 3, 5, 9
+    memory, query = torch.randn(B, S, 32), torch.randn(B * G, 1, 32)
+    mask = _padding_mask([9, 6, 2], S)
+    kv = mha.project_kv(memory, memory)  # (B, H, S, d_k)
+    repeated = tuple(t.repeat_interleave(G, dim=0) for t in kv)  # (B·G, H, S, d_k)
+    rep_mask = mask.repeat_interleave(G, dim=0)[:, None, None, :]
+    for impl in ("sdpa", "manual"):
+        mha.impl = impl
+        want, want_w = mha(query, None, None, mask=rep_mask, kv=repeated, need_weights=True)
+        got, got_w = mha(query, None, None, mask=rep_mask, kv=kv, need_weights=True)
+        torch.testing.assert_close(got, want)
+        torch.testing.assert_close(got_w, want_w)
+        torch.testing.assert_close(mha(query, None, None, mask=rep_mask, kv=kv)[0], want)

@@ -113,7 +113,7 @@ def beam_search(
     enc = model.encode(src)
     max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
     L = int(max_len.max())
-    enc = enc.index_select(torch.arange(B, device=device).repeat_interleave(K))  # B·K rows
+    enc = enc.repeat_for_beams(K)  # B·K rows, the K beams of sentence b in rows b·K … b·K + K − 1
 
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (B·K, 1) live prefixes
     beam_scores = torch.full((B, K), float("-inf"), device=device)

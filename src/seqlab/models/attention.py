@@ -173,7 +173,9 @@ class MultiHeadAttention(nn.Module):
         ``mask`` is boolean, broadcastable to (B, H, T_q, T_k); ``is_causal`` adds the decoder's
         look-ahead mask (query t sees keys ≤ t). Returns (B, T_q, C) and, when ``need_weights``,
         the attention weights (B, H, T_q, T_k). ``kv``: keys and values already projected (and
-        cached) by :meth:`project_kv`; ``key`` and ``value`` are then ignored.
+        cached) by :meth:`project_kv`; ``key`` and ``value`` are then ignored. ``kv`` may hold
+        fewer rows than the query, B / G: then each G consecutive query rows (the beams of one
+        sentence) attend to the same keys and values, read once for all G.
         """
         B, T_q, C = query.shape
         if kv is None and query is key and key is value:  # self-attention: Q, K, V from one input
@@ -182,6 +184,11 @@ class MultiHeadAttention(nn.Module):
             q = self._split_heads(self.q_proj(query))  # (B, H, T_q, d_k)
             k, v = kv if kv is not None else self.project_kv(key, value)  # (B, H, T_k, d_k) each
         dropout = self.dropout if self.training else 0.0
+        groups = B // k.size(0)
+        if groups > 1:  # the G beams of a sentence become G queries against its one set of K, V
+            q = q.reshape(k.size(0), groups, self.n_heads, T_q, self.d_head).transpose(1, 2)
+            q = q.reshape(k.size(0), self.n_heads, groups * T_q, self.d_head)  # (B/G, H, G·T_q, d_k)
+            mask = None if mask is None else mask[::groups]  # (B/G, 1, 1, T_k): one per sentence
 
         manual = need_weights or self.record or self.impl == "manual" or written_out_is_faster(q, k)
         if is_causal and (manual or mask is not None):
@@ -193,12 +200,17 @@ class MultiHeadAttention(nn.Module):
         weights = None
         if manual:
             out, weights = scaled_dot_product_attention(q, k, v, mask, dropout)
-            if self.record:
-                self.recorded = weights.detach()
         else:
             out = F.scaled_dot_product_attention(
                 q, k, v, attn_mask=mask, dropout_p=dropout, is_causal=is_causal
             )
 
+        if groups > 1:  # back to one row per beam: (B, H, T_q, ·)
+            out = out.view(k.size(0), self.n_heads, groups, T_q, -1).transpose(1, 2).reshape(B, self.n_heads, T_q, -1)
+            if weights is not None:
+                weights = weights.view(k.size(0), self.n_heads, groups, T_q, -1).transpose(1, 2).reshape(
+                    B, self.n_heads, T_q, -1)
+        if self.record:
+            self.recorded = weights.detach()
         out = out.transpose(1, 2).reshape(B, T_q, C)  # Concat(head_1, …, head_h): (B, T_q, C)
         return self.out_proj(out), weights

@@ -35,11 +35,23 @@ class EncoderOutput:
     memory: torch.Tensor  # (B, S, C) encoder states h_1 … h_S
     src_mask: torch.Tensor  # (B, S) bool, True at real (non-<pad>) source positions
     state: tuple[torch.Tensor, ...] | None = None  # RNN decoders' initial state, each (L, B, H): the context vector
+    rows_per_source: int = 1  # > 1 after repeat_for_beams: each sentence fills this many consecutive rows
 
     def index_select(self, index: torch.Tensor) -> "EncoderOutput":
-        """Rows ``index`` of the batch: repeats each sentence for its beams in beam search."""
+        """Rows ``index`` of the batch."""
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
         return EncoderOutput(self.memory.index_select(0, index), self.src_mask.index_select(0, index), state)
+
+    def repeat_for_beams(self, beams: int) -> "EncoderOutput":
+        """Each sentence repeated for its beams in beam search, in consecutive rows (B·K rows).
+
+        ``rows_per_source`` tells the Transformer that every K consecutive rows share one source,
+        so it keeps the encoder's keys and values once per sentence, not once per beam.
+        """
+        index = torch.arange(self.memory.size(0), device=self.memory.device).repeat_interleave(beams)
+        repeated = self.index_select(index)
+        repeated.rows_per_source = beams
+        return repeated
 
 
 @dataclass

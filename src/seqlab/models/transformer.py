@@ -132,7 +132,12 @@ class DecoderLayer(nn.Module):
     def step(self, y: torch.Tensor, self_kv: tuple | None, cross_kv: tuple, src_mask: torch.Tensor
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One new position y (N, 1, C): its K, V join the cached ones, so it attends to every earlier
-        position (no mask needed: the future is not there yet); the encoder's K, V come precomputed."""
+        position (no mask needed: the future is not there yet); the encoder's K, V come precomputed.
+
+        The cache grows by ``torch.cat``, which keeps it contiguous: the matrix products that read it
+        every step run about twice as fast on contiguous K, V as on views of a preallocated buffer,
+        which outweighs the copy (measured on CPU, bf16).
+        """
         new_kv = None
 
         def attend_to_past(s: torch.Tensor) -> torch.Tensor:
@@ -224,7 +229,9 @@ class Transformer(nn.Module):
                     ) -> tuple[torch.Tensor, DecoderCache]:
         """Incremental decoding: logits (N, V) for the newest token (N, 1), reusing the cached K/V."""
         if cache is None:  # the encoder's keys and values, once per sentence for every step
-            cross = [layer.cross_attn.project_kv(enc.memory, enc.memory) for layer in self.decoder_layers]
+            memory = enc.memory[:: enc.rows_per_source].contiguous()  # (B, S, C): beams of a sentence share its K, V
+            cross = [tuple(t.contiguous() for t in layer.cross_attn.project_kv(memory, memory))
+                     for layer in self.decoder_layers]  # contiguous: each step's Q Kᵀ reads them as they are
             cache = DecoderCache(position=0, self_kv=[None] * len(self.decoder_layers), cross_kv=cross)
         y = self.embed(new_tokens, self.tgt_embed, start=cache.position)  # (N, 1, C)
         mask = enc.src_mask[:, None, None, :]  # (N, 1, 1, S)
