@@ -45,8 +45,8 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
     return ((5.0 + length) / 6.0) ** alpha
 
 
-def next_log_probs(model, tokens: torch.Tensor, enc, cache, use_cache: bool = True):
-    """log p(y_t | y_<t, x) for the newest position (N, V), and the updated cache.
+def next_logits(model, tokens: torch.Tensor, enc, cache, use_cache: bool = True):
+    """Next-token logits z for the newest position (N, V), in float32, and the updated cache.
 
     With the cache (``model.decode_step``) only the newest token is computed; without it the whole
     prefix is decoded again each step (the reference the cached path is tested against).
@@ -55,14 +55,23 @@ def next_log_probs(model, tokens: torch.Tensor, enc, cache, use_cache: bool = Tr
         logits, cache = model.decode_step(tokens[:, -1:], enc, cache)  # (N, V)
     else:
         logits = model.decode(tokens, enc)[:, -1]  # (N, V): only the newest position matters
-    return torch.log_softmax(logits.float(), dim=-1), cache
+    return logits.float(), cache
 
 
-def _force_eos(logp: torch.Tensor, must_end: torch.Tensor) -> torch.Tensor:
-    """Rows where ``must_end`` may only produce <eos>."""
-    eos_only = torch.full_like(logp, float("-inf"))
-    eos_only[:, EOS] = 0.0
-    return torch.where(must_end[:, None], eos_only, logp)
+def top_continuations(logits: torch.Tensor, must_end: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The k most likely next tokens of each row and their log-probabilities, (N, k) each.
+
+    log p(y) = z_y − log Σ_v exp z_v: one pass for the normaliser and one top-k over the logits;
+    the other V − k log-probabilities a full log_softmax would write are never needed. Rows where
+    ``must_end`` (the length cap is reached) may only produce <eos>, with log-probability 0.
+    """
+    log_z = logits.logsumexp(dim=-1, keepdim=True)  # (N, 1)
+    if bool(must_end.any()):  # only at the length cap: worth a check rather than a pass every step
+        eos_only = torch.full_like(logits, float("-inf"))
+        eos_only[:, EOS] = log_z[:, 0]
+        logits = torch.where(must_end[:, None], eos_only, logits)
+    top, ids = logits.topk(k, dim=-1)  # (N, k)
+    return top - log_z, ids
 
 
 @torch.no_grad()
@@ -77,9 +86,8 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
     cache = None
     for t in range(int(max_len.max())):
-        logp, cache = next_log_probs(model, tokens, enc, cache, use_cache)
-        logp = _force_eos(logp, t + 1 >= max_len)  # (B, V)
-        best_logp, best = logp.max(dim=-1)  # (B,), (B,)
+        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B, V)
+        best_logp, best = (x.squeeze(1) for x in top_continuations(logits, t + 1 >= max_len, 1))  # (B,), (B,)
         best = best.masked_fill(finished, PAD)
         scores += best_logp.masked_fill(finished, 0.0)
         tokens = torch.cat([tokens, best[:, None]], dim=1)  # (B, t + 2)
@@ -102,8 +110,8 @@ def beam_search(
 ) -> list[list[Hypothesis]]:
     """Batched beam search over all sentences and beams at once; ``nbest`` best per sentence.
 
-    Per step, each of the K live beams of a sentence proposes its V continuations; of the K·V
-    candidates the top 2K are kept. Those among the top K that end in <eos> join the sentence's
+    Per step, each of the K live beams of a sentence proposes its 2K best continuations (no
+    other of its V could make the sentence's top 2K); of the K·2K candidates the top 2K are kept. Those among the top K that end in <eos> join the sentence's
     finished list (scored with the length penalty); the best K that do not end in <eos> become
     the new live beams. A sentence is done once it has K finished hypotheses (as in fairseq), so
     beam size 1 is exactly greedy search.
@@ -126,12 +134,13 @@ def beam_search(
 
     for t in range(L):
         must_end = (t + 1 >= max_len).repeat_interleave(K)  # (B·K,)
-        logp, cache = next_log_probs(model, tokens, enc, cache, use_cache)
-        logp = _force_eos(logp, must_end)  # (B·K, V)
-        V = logp.size(-1)
-        candidates = (beam_scores.view(B * K, 1) + logp).view(B, K * V)  # (B, K·V)
-        top_scores, top_ids = candidates.topk(min(2 * K, K * V), dim=1)  # (B, 2K)
-        beam_of, token = top_ids // V, top_ids % V  # (B, 2K) each
+        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B·K, V)
+        # A sentence's best 2K candidates are among its beams' own 2K best continuations each.
+        k = min(2 * K, logits.size(-1))
+        logp, ids = top_continuations(logits, must_end, k)  # (B·K, k) each
+        candidates = (beam_scores.view(B * K, 1) + logp).view(B, K * k)  # (B, K·k)
+        top_scores, top_ids = candidates.topk(min(2 * K, K * k), dim=1)  # (B, 2K)
+        beam_of, token = top_ids // k, ids.view(B, K * k).gather(1, top_ids)  # (B, 2K) each
         prefix_rows = (torch.arange(B, device=device)[:, None] * K + beam_of)  # (B, 2K) rows of `tokens`
         is_eos = token == EOS
 
