@@ -46,32 +46,27 @@ def length_penalty(length: int | torch.Tensor, alpha: float):
 
 
 def next_logits(model, tokens: torch.Tensor, enc, cache, use_cache: bool = True):
-    """Next-token logits z for the newest position (N, V), in float32, and the updated cache.
+    """Next-token logits z for the newest position (N, V), and the updated cache.
 
     With the cache (``model.decode_step``) only the newest token is computed; without it the whole
     prefix is decoded again each step (the reference the cached path is tested against).
     """
     if use_cache and hasattr(model, "decode_step"):
-        logits, cache = model.decode_step(tokens[:, -1:], enc, cache)  # (N, V)
-    else:
-        logits = model.decode(tokens, enc)[:, -1]  # (N, V): only the newest position matters
-    return logits.float(), cache
+        return model.decode_step(tokens[:, -1:], enc, cache)  # (N, V)
+    return model.decode(tokens, enc)[:, -1], cache  # (N, V): only the newest position matters
 
 
 def top_continuations(logits: torch.Tensor, must_end: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The k most likely next tokens of each row and their log-probabilities, (N, k) each.
+    """The k most likely next tokens of each row and their log-probabilities (float32), (N, k) each.
 
-    log p(y) = z_y − log Σ_v exp z_v: one pass for the normaliser and one top-k over the logits;
-    the other V − k log-probabilities a full log_softmax would write are never needed. Rows where
-    ``must_end`` (the length cap is reached) may only produce <eos>, with log-probability 0.
+    Rows where ``must_end`` (the length cap is reached) may only produce <eos>, log-probability 0.
     """
-    log_z = logits.logsumexp(dim=-1, keepdim=True)  # (N, 1)
+    logp = torch.log_softmax(logits, dim=-1, dtype=torch.float32)  # (N, V); one fused pass, any input dtype
     if bool(must_end.any()):  # only at the length cap: worth a check rather than a pass every step
-        eos_only = torch.full_like(logits, float("-inf"))
-        eos_only[:, EOS] = log_z[:, 0]
-        logits = torch.where(must_end[:, None], eos_only, logits)
-    top, ids = logits.topk(k, dim=-1)  # (N, k)
-    return top - log_z, ids
+        eos_only = torch.full_like(logp, float("-inf"))
+        eos_only[:, EOS] = 0.0
+        logp = torch.where(must_end[:, None], eos_only, logp)
+    return logp.topk(k, dim=-1)  # (N, k) each
 
 
 @torch.no_grad()
