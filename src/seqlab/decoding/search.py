@@ -69,7 +69,7 @@ def top_continuations(logits: torch.Tensor, must_end: torch.Tensor, k: int) -> t
     return logp.topk(k, dim=-1)  # (N, k) each
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_extra: int = 10,
                   use_cache: bool = True) -> list[list[Hypothesis]]:
     """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence."""
@@ -92,7 +92,7 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     return [[Hypothesis(_strip(row), score)] for row, score in zip(tokens[:, 1:].tolist(), scores.tolist())]
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def beam_search(
     model,
     src: torch.Tensor,

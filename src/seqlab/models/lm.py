@@ -50,11 +50,8 @@ class Block(nn.Module):
 
         def attend(h: torch.Tensor) -> torch.Tensor:
             nonlocal new_kv
-            k, v = self.attn.project_kv(h, h)
-            new_kv = (k, v) if past is None else (torch.cat([past[0], k], 2), torch.cat([past[1], v], 2))
-            # Several new positions at once (a prompt) still may not see each other's future.
-            causal = past is None and h.size(1) > 1
-            return self.attn(h, h, h, kv=new_kv, is_causal=causal)[0]
+            out, new_kv = self.attn.extend(h, past)
+            return out
 
         x = self.attn_block(x, attend)
         return self.mlp_block(x, self.mlp), new_kv
