@@ -184,21 +184,27 @@ class MultiHeadAttention(nn.Module):
             k, v = kv if kv is not None else self.project_kv(key, value)  # (B, H, T_k, d_k) each
         return self.attend(q, k, v, mask, is_causal, need_weights)
 
-    def extend(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None
+    def extend(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, filled: int
                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """Incremental self-attention: new positions x (N, t, C) attend to the ``past`` cached K, V
-        (N, H, t_past, d_k) and to themselves. Returns (N, t, C) and the cache with the new K, V.
+        """Incremental self-attention: new positions x (N, t, C) attend to the ``filled`` cached
+        positions of ``past`` K, V (N, H, ≥ filled, d_k) and to themselves. Returns (N, t, C) and
+        the cache with the new K, V.
 
         No look-ahead mask for one new position: its future is not there yet. Several new
-        positions at once (a prompt) are causal among themselves. The cache grows by ``torch.cat``,
-        which keeps it contiguous: the products that read it every step run about twice as fast on
-        contiguous K, V as on views of a preallocated buffer, which outweighs the copy (CPU, bf16).
+        positions at once (a prompt) are causal among themselves. The new K, V go into free room
+        at the end of ``past`` when it has some (beam search's reorder leaves one position), and
+        are appended with ``torch.cat`` otherwise. Either way the cache stays contiguous: the
+        products that read it every step run about twice as fast on contiguous K, V as on views
+        of a larger preallocated buffer, which outweighs the copy (CPU, bf16).
         """
         q, k, v = self._project(x, self.q_proj, self.k_proj, self.v_proj)  # (N, H, t, d_k) each
-        if past is not None:
-            k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (N, H, t_past + t, d_k)
+        if past is not None and past[0].size(2) == filled + x.size(1):  # room for exactly these
+            past[0][:, :, filled:], past[1][:, :, filled:] = k, v
+            k, v = past
+        elif past is not None:
+            k, v = torch.cat([past[0][:, :, :filled], k], dim=2), torch.cat([past[1][:, :, :filled], v], dim=2)
         out, _ = self.attend(q, k, v, is_causal=past is None and x.size(1) > 1)
-        return out, (k, v)
+        return out, (k, v)  # (N, t, C), K and V (N, H, filled + t, d_k)
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                is_causal: bool = False, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

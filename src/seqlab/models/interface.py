@@ -60,7 +60,7 @@ class DecoderCache:
     except RNN states, which are (L, N, H) like torch.nn's."""
 
     position: int = 0  # tokens read so far: the next token's position
-    self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: K, V (N, H, t, d_k)
+    self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: K, V (N, H, ≥ t, d_k)
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: encoder K, V (N, H, S, d_k)
     state: tuple[torch.Tensor, ...] | None = None  # RNN decoders: the state after the last token
 
@@ -75,4 +75,23 @@ class DecoderCache:
                                                          for k, v in pairs]
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
         cross = self.cross_kv if same_sources else pick(self.cross_kv)
-        return DecoderCache(self.position, pick(self.self_kv), cross, state)
+        return DecoderCache(self.position, self._moved_self_kv(index), cross, state)
+
+    def _moved_self_kv(self, index: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
+        """Self-attention K, V of rows ``index``, gathered into tensors one position longer.
+
+        The next step writes its K, V into that last free position in place (see
+        ``MultiHeadAttention.extend``), so the cache is copied once per beam step, not twice
+        (a reorder here and a ``torch.cat`` there).
+        """
+        if self.self_kv is None or self.self_kv[0] is None:
+            return self.self_kv
+        moved = []
+        for pair in self.self_kv:
+            new = []
+            for t in pair:  # (N, H, position, d_k) → (N, H, position + 1, d_k), the last one free
+                room = t.new_empty(index.numel(), t.size(1), self.position + 1, t.size(3))
+                torch.index_select(t[:, :, : self.position], 0, index, out=room[:, :, : self.position])
+                new.append(room)
+            moved.append(tuple(new))
+        return moved

@@ -44,13 +44,14 @@ class Block(nn.Module):
         x = self.attn_block(x, lambda h: self.attn(h, h, h, is_causal=True)[0])  # (B, T, C)
         return self.mlp_block(x, self.mlp)  # (B, T, C)
 
-    def step(self, x: torch.Tensor, past: tuple | None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """New positions x (N, t, C) after the cached ones: their K, V join the cache."""
+    def step(self, x: torch.Tensor, past: tuple | None, position: int
+             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+        """New positions x (N, t, C) after the ``position`` cached ones: their K, V join the cache."""
         new_kv = None
 
         def attend(h: torch.Tensor) -> torch.Tensor:
             nonlocal new_kv
-            out, new_kv = self.attn.extend(h, past)
+            out, new_kv = self.attn.extend(h, past, position)
             return out
 
         x = self.attn_block(x, attend)
@@ -115,7 +116,7 @@ class GPT(nn.Module):
         x = self.drop(self.tok_embed(new_tokens) + self.pos_embed(positions))  # (N, t, C)
         kvs = []
         for block, past in zip(self.blocks, cache.self_kv):
-            x, kv = block.step(x, past)
+            x, kv = block.step(x, past, cache.position)
             kvs.append(kv)
         x = self.norm(x[:, -1])
         logits = self.project(x)  # (N, V)

@@ -129,15 +129,16 @@ class DecoderLayer(nn.Module):
         y = self.cross_attn_block(y, lambda s: self.cross_attn(s, memory, memory, mask=src_mask)[0])
         return self.ffn_block(y, self.ffn)  # (B, T, C)
 
-    def step(self, y: torch.Tensor, self_kv: tuple | None, cross_kv: tuple, src_mask: torch.Tensor
+    def step(self, y: torch.Tensor, self_kv: tuple | None, position: int, cross_kv: tuple, src_mask: torch.Tensor
              ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
-        """One new position y (N, 1, C): its K, V join the cached ones, so it attends to every earlier
-        position (no mask needed: the future is not there yet); the encoder's K, V come precomputed."""
+        """One new position y (N, 1, C) after ``position`` cached ones: its K, V join them, so it
+        attends to every earlier position (no mask needed: the future is not there yet); the
+        encoder's K, V come precomputed."""
         new_kv = None
 
         def attend_to_past(s: torch.Tensor) -> torch.Tensor:
             nonlocal new_kv
-            out, new_kv = self.self_attn.extend(s, self_kv)
+            out, new_kv = self.self_attn.extend(s, self_kv, position)
             return out
 
         y = self.self_attn_block(y, attend_to_past)
@@ -231,7 +232,7 @@ class Transformer(nn.Module):
         mask = enc.src_mask[:, None, None, :]  # (N, 1, 1, S)
         self_kv = []
         for layer, past, cross in zip(self.decoder_layers, cache.self_kv, cache.cross_kv):
-            y, kv = layer.step(y, past, cross, mask)
+            y, kv = layer.step(y, past, cache.position, cross, mask)
             self_kv.append(kv)
         logits = self.project(self.decoder_norm(y))[:, -1]  # (N, V)
         return logits, DecoderCache(cache.position + new_tokens.size(1), self_kv, cache.cross_kv)
