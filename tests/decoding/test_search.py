@@ -136,3 +136,20 @@ def test_beam_one_equals_greedy_for_every_encoder_decoder_kind(name):
     assert [h[0].tokens for h in greedy] == [h[0].tokens for h in beam]
     wide = beam_search(model, src, beam_size=4, max_len_ratio=1.5, max_len_extra=6, nbest=4)
     assert all(len(h) == 4 for h in wide)
+
+
+def test_pruning_to_each_beams_2k_best_changes_nothing(monkeypatch):
+    """Each beam proposes only its own 2K best continuations; weighing all K·V candidates instead
+    must give the same n-best lists and scores."""
+    import seqlab.decoding.search as search_module
+
+    model = random_transformer(5)
+    src = sources([6, 3, 8, 5], seed=5)
+    pruned = beam_search(model, src, 4, 1.0, 1.5, 6, nbest=4)
+    full_topk = search_module.top_continuations
+    monkeypatch.setattr(search_module, "top_continuations",
+                        lambda logits, must_end, k: full_topk(logits, must_end, logits.size(-1)))
+    full = beam_search(model, src, 4, 1.0, 1.5, 6, nbest=4)
+    assert [[h.tokens for h in hs] for hs in pruned] == [[h.tokens for h in hs] for hs in full]
+    for a, b in zip(pruned, full):
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)

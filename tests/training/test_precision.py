@@ -49,6 +49,8 @@ def test_reduced_precision_inference_translates_like_fp32(reverse_data, tmp_path
         assert same >= 0.8 * len(lines), (precision, same)
     quantized = for_inference(m.model, "int8")
     assert any("quantized" in type(mod).__module__ for mod in quantized.modules())
+    assert {p.dtype for p in for_inference(m.model, "bf16").parameters()} == {torch.bfloat16}  # cast once
+    assert {p.dtype for p in m.model.parameters()} == {torch.float32}  # the model passed in is untouched
 
 
 def test_fp16_needs_cuda(reverse_data, tmp_path):
