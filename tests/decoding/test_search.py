@@ -141,7 +141,9 @@ def test_beam_one_equals_greedy_for_every_encoder_decoder_kind(name):
 def test_pruning_to_each_beams_2k_best_changes_nothing(monkeypatch):
     """Each beam proposes only its own 2K best continuations; weighing all K·V candidates instead
     must give the same n-best lists and scores."""
-    import seqlab.decoding.search as search_module
+    import importlib
+
+    search_module = importlib.import_module("seqlab.decoding.search")  # the module, not the function
 
     model = random_transformer(5)
     src = sources([6, 3, 8, 5], seed=5)
