@@ -148,9 +148,7 @@ def test_pruning_to_each_beams_2k_best_changes_nothing(monkeypatch):
     model = random_transformer(5)
     src = sources([6, 3, 8, 5], seed=5)
     pruned = beam_search(model, src, 4, 1.0, 1.5, 6, nbest=4)
-    full_topk = search_module.top_continuations
-    monkeypatch.setattr(search_module, "top_continuations",
-                        lambda logits, must_end, k: full_topk(logits, must_end, logits.size(-1)))
+    monkeypatch.setattr(search_module, "candidates_per_beam", lambda beam_size, vocab_size: vocab_size)
     full = beam_search(model, src, 4, 1.0, 1.5, 6, nbest=4)
     assert [[h.tokens for h in hs] for hs in pruned] == [[h.tokens for h in hs] for hs in full]
     for a, b in zip(pruned, full):

@@ -70,6 +70,11 @@ def top_continuations(logits: torch.Tensor, must_end: torch.Tensor, k: int) -> t
     return logp.topk(k, dim=-1)  # (N, k) each
 
 
+def candidates_per_beam(beam_size: int, vocab_size: int) -> int:
+    """A sentence's best 2K candidates are among its K beams' own 2K best continuations each."""
+    return min(2 * beam_size, vocab_size)
+
+
 @torch.inference_mode()
 def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_extra: int = 10,
                   use_cache: bool = True) -> list[list[Hypothesis]]:
@@ -131,8 +136,7 @@ def beam_search(
     for t in range(L):
         must_end = (t + 1 >= max_len).repeat_interleave(K)  # (B·K,)
         logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B·K, V)
-        # A sentence's best 2K candidates are among its beams' own 2K best continuations each.
-        k = min(2 * K, logits.size(-1))
+        k = candidates_per_beam(K, logits.size(-1))
         logp, ids = top_continuations(logits, must_end, k)  # (B·K, k) each
         candidates = (beam_scores.view(B * K, 1) + logp).view(B, K * k)  # (B, K·k)
         top_scores, top_ids = candidates.topk(min(2 * K, K * k), dim=1)  # (B, 2K)
