@@ -51,14 +51,18 @@ class _OutputCrossEntropy(torch.autograd.Function):
         for start in range(0, N, rows):
             h, y = hidden[start : start + rows], target[start : start + rows]  # (n, C), (n,)
             z = (h @ weight.t()).float()  # logits (n, V)
-            lse = z.logsumexp(dim=-1)  # log Σ_v exp z_v, (n,)
-            nll = lse - z.gather(1, y[:, None]).squeeze(1)  # −log p(y_t)
-            loss = nll if eps == 0 else (1 - eps) * nll + eps * (lse - z.mean(dim=-1))  # + ε · mean_v −log p(v)
+            z_target, z_mean = z.gather(1, y[:, None]).squeeze(1), z.mean(dim=-1)  # read before z is reused
+            z_max = z.amax(dim=-1, keepdim=True)
+            e = z.sub_(z_max).exp_()  # exp(z − max z), in place of the logits
+            sum_e = e.sum(dim=-1, keepdim=True)
+            lse = (z_max + sum_e.log()).squeeze(1)  # log Σ_v exp z_v, (n,)
+            nll = lse - z_target  # −log p(y_t)
+            loss = nll if eps == 0 else (1 - eps) * nll + eps * (lse - z_mean)  # + ε · mean_v −log p(v)
             real = y != PAD
             total += torch.where(real, loss, 0.0).sum()
             if not need_grad:
                 continue
-            g = z.sub_(lse[:, None]).exp_()  # softmax(z), in place of the logits
+            g = e.div_(sum_e)  # softmax(z), still in the same buffer
             if eps:
                 g.sub_(eps / V)
             g.scatter_add_(1, y[:, None], torch.full((len(y), 1), eps - 1.0, device=g.device))  # − (1 − ε) at y_t
