@@ -14,6 +14,9 @@ def test_keeps_each_unit_with_probability_one_minus_p(p):
     # no structure across the four 16-bit lanes of each 64-bit draw (the sign bit included)
     lanes = mask.flatten()[: 1000 * 1000].view(-1, 4).float().mean(0)
     torch.testing.assert_close(lanes, torch.full((4,), 1 - p), atol=0.005, rtol=0)
+    as_bf16 = keep_mask(torch.Size([1000, 1001]), p, torch.bfloat16)  # written straight in the activation's dtype
+    assert as_bf16.dtype == torch.bfloat16 and set(as_bf16.unique().tolist()) == {0.0, 1.0}
+    assert as_bf16.float().mean().item() == pytest.approx(1 - p, abs=0.003)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])

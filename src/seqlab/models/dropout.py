@@ -22,12 +22,16 @@ from torch import nn
 _LEVELS = 1 << 16  # 16-bit integers per mask element
 
 
-def keep_mask(shape: torch.Size, p: float) -> torch.Tensor:
-    """Boolean mask of ``shape``, each entry True with probability 1 − p (to 1/65536)."""
+def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.bool) -> torch.Tensor:
+    """Mask of ``shape``, each entry 1 (True) with probability 1 − p (to 1/65536), else 0.
+
+    ``dtype``: the comparison writes its 0/1 straight into a tensor of this type (converting a
+    bool mask afterwards takes several times longer than the comparison itself).
+    """
     n = shape.numel()
     bits = torch.empty((n + 3) // 4, dtype=torch.int64).random_(-(2**63), 2**63 - 1)  # 64 uniform bits each
     threshold = round(p * _LEVELS) - _LEVELS // 2  # int16 values ≥ this make up 1 − p of the range
-    return (bits.view(torch.int16)[:n] >= threshold).view(shape)
+    return torch.ge(bits.view(torch.int16)[:n].view(shape), threshold, out=torch.empty(shape, dtype=dtype))
 
 
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -39,7 +43,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     # x · m/(1 − p) with the scaled mask made in x's own dtype: then forward and backward are one
     # plain product each (``where`` or a product with the bool mask run 2-3× slower), and autograd
     # keeps only the mask.
-    scaled_mask = keep_mask(x.shape, p).to(x.dtype).mul_(1.0 / (1.0 - p))
+    scaled_mask = keep_mask(x.shape, p, x.dtype).mul_(1.0 / (1.0 - p))
     return x * scaled_mask
 
 
