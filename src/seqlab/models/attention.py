@@ -95,8 +95,8 @@ def written_out_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
     products do on AMX units when sequences are short: measured on two Xeon cores, forward +
     backward, 8 heads of 64 (benchmarks/RESULTS.md), written out is 4.6× faster at 32 keys, 1.7×
     at 128 and 0.45× at 256, where the fused kernel's savings in memory traffic take over. In
-    float32 the two are within a few percent up to 32 keys and the fused kernel wins beyond, so
-    float32 and GPUs always take the fused kernel.
+    float32 written out leads only below about 48 keys (1.3× at 32) and made no measurable
+    difference to a whole training step, so float32 and GPUs always take the fused kernel.
     """
     return q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) <= 128
 
