@@ -114,10 +114,11 @@ def beam_search(
     """Batched beam search over all sentences and beams at once; ``nbest`` best per sentence.
 
     Per step, each of the K live beams of a sentence proposes its 2K best continuations (no
-    other of its V could make the sentence's top 2K); of the K·2K candidates the top 2K are kept. Those among the top K that end in <eos> join the sentence's
-    finished list (scored with the length penalty); the best K that do not end in <eos> become
-    the new live beams. A sentence is done once it has K finished hypotheses (as in fairseq), so
-    beam size 1 is exactly greedy search.
+    other of its V could make the sentence's top 2K); of the K·2K candidates the top 2K are
+    kept. Those among the top K that end in <eos> join the sentence's finished list (scored with
+    the length penalty); the best K that do not end in <eos> become the new live beams. A
+    sentence is done once it has K finished hypotheses (as in fairseq), so beam size 1 is exactly
+    greedy search.
     """
     B, K, device = src.size(0), beam_size, src.device
     nbest = min(nbest, K)

@@ -86,12 +86,10 @@ class DecoderCache:
         """
         if self.self_kv is None or self.self_kv[0] is None:
             return self.self_kv
-        moved = []
-        for pair in self.self_kv:
-            new = []
-            for t in pair:  # (N, H, position, d_k) → (N, H, position + 1, d_k), the last one free
-                room = t.new_empty(index.numel(), t.size(1), self.position + 1, t.size(3))
-                torch.index_select(t[:, :, : self.position], 0, index, out=room[:, :, : self.position])
-                new.append(room)
-            moved.append(tuple(new))
-        return moved
+
+        def moved(t: torch.Tensor) -> torch.Tensor:  # (N, H, position, d_k) → (N, H, position + 1, d_k)
+            room = t.new_empty(index.numel(), t.size(1), self.position + 1, t.size(3))
+            torch.index_select(t[:, :, : self.position], 0, index, out=room[:, :, : self.position])
+            return room  # the last position left free
+
+        return [(moved(k), moved(v)) for k, v in self.self_kv]
