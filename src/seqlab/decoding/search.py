@@ -56,15 +56,18 @@ def next_logits(model, tokens: torch.Tensor, enc, cache, use_cache: bool = True)
     return model.decode(tokens, enc)[:, -1], cache  # (N, V): only the newest position matters
 
 
-def top_continuations(logits: torch.Tensor, must_end: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+def top_continuations(logits: torch.Tensor, must_end: torch.Tensor | None, k: int
+                      ) -> tuple[torch.Tensor, torch.Tensor]:
     """The k most likely next tokens of each row and their log-probabilities (float32), (N, k) each.
 
-    Rows where ``must_end`` (the length cap is reached) may only produce <eos>, log-probability 0.
+    Rows where ``must_end`` (the length cap is reached) may only produce <eos>, log-probability 0;
+    the searches pass None while no sentence is at its cap yet, which they know without asking
+    the device (the shortest cap), so a step costs no host-device sync for it.
     """
     # Normalised in the logits' own dtype: a bf16 model's logits already carry bf16 rounding, and
     # a bf16 log_softmax is ~1.5× faster than cast + float32 (log_softmax(dtype=float32) is ~3× slower).
     logp = torch.log_softmax(logits, dim=-1)  # (N, V)
-    if bool(must_end.any()):  # only at the length cap: worth a check rather than a pass every step
+    if must_end is not None:
         eos_only = torch.full_like(logp, float("-inf"))
         eos_only[:, EOS] = 0.0
         logp = torch.where(must_end[:, None], eos_only, logp)
@@ -88,9 +91,11 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     scores = torch.zeros(B, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
     cache = None
+    shortest = int(max_len.min())
     for t in range(int(max_len.max())):
         logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B, V)
-        best_logp, best = (x.squeeze(1) for x in top_continuations(logits, t + 1 >= max_len, 1))  # (B,), (B,)
+        must_end = t + 1 >= max_len if t + 1 >= shortest else None  # (B,) once some sentence is at its cap
+        best_logp, best = (x.squeeze(1) for x in top_continuations(logits, must_end, 1))  # (B,), (B,)
         best = best.masked_fill(finished, PAD)
         scores += best_logp.masked_fill(finished, 0.0)
         tokens = torch.cat([tokens, best[:, None]], dim=1)  # (B, t + 2)
@@ -124,7 +129,7 @@ def beam_search(
     nbest = min(nbest, K)
     enc = model.encode(src)
     max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
-    L = int(max_len.max())
+    L, shortest = int(max_len.max()), int(max_len.min())
     enc = enc.repeat_for_beams(K)  # B·K rows, the K beams of sentence b in rows b·K … b·K + K − 1
 
     tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (B·K, 1) live prefixes
@@ -137,7 +142,7 @@ def beam_search(
     cache = None
 
     for t in range(L):
-        must_end = (t + 1 >= max_len).repeat_interleave(K)  # (B·K,)
+        must_end = (t + 1 >= max_len).repeat_interleave(K) if t + 1 >= shortest else None  # (B·K,)
         logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B·K, V)
         k = candidates_per_beam(K, logits.size(-1))
         logp, ids = top_continuations(logits, must_end, k)  # (B·K, k) each
