@@ -97,14 +97,27 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
 
 
 def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
-    """``int8``: Linear layers dynamically quantized (int8 weights, activations quantized on the fly;
-    CPU only). ``bf16``: every weight cast to bfloat16 once, so no decoding step re-casts fp32
-    weights (what autocast alone would do at every matrix product). ``fp32``: the model as it is.
-    The model passed in is left unchanged."""
-    if precision == "bf16":
-        return copy.deepcopy(model).to(torch.bfloat16)
-    if precision != "int8":
+    """A copy of ``model`` set up for decoding in ``precision``; the model passed in is left unchanged.
+
+    ``bf16``: every weight cast to bfloat16 once, so no decoding step re-casts fp32 weights (what
+    autocast alone would do at every matrix product), and, on CPUs with bf16 matrix units, laid
+    out once for them (:mod:`seqlab.decoding.packed`). ``int8``: Linear layers dynamically
+    quantized (int8 weights, activations quantized on the fly; CPU only). In both, attention's
+    W^Q, W^K, W^V are fused into one matrix once. ``fp32``: the model itself, as it is.
+    """
+    if precision not in ("bf16", "int8"):
         return model
+    from seqlab.decoding.packed import can_pack, pack_linears
+    from seqlab.models.attention import MultiHeadAttention
+
+    model = copy.deepcopy(model).eval()
+    if precision == "bf16":
+        model = model.to(torch.bfloat16)
+    for module in model.modules():
+        if isinstance(module, MultiHeadAttention):
+            module.fuse_projections()
+    if precision == "bf16":
+        return pack_linears(model) if can_pack(model) else model
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
@@ -112,7 +125,7 @@ def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
-        return quantize_dynamic(model.cpu(), {torch.nn.Linear}, dtype=torch.qint8)
+        return quantize_dynamic(model.cpu(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
 
 
 def make_codec(cfg: Config, src_tok, tgt_tok, labels: list[str] | None) -> Codec:

@@ -137,3 +137,26 @@ def test_beams_sharing_one_sentences_keys_and_values_equal_repeated_copies():
         torch.testing.assert_close(got, want)
         torch.testing.assert_close(got_w, want_w)
         torch.testing.assert_close(mha(query, None, None, mask=rep_mask, kv=kv)[0], want)
+
+
+def test_fused_projections_give_the_same_attention_and_share_the_weights():
+    """fuse_projections lays W^Q, W^K, W^V side by side once (for inference): self-attention,
+    cross-attention and incremental decoding give what the separate matrices give, and the
+    separate layers become views of the fused matrix (stored once, kept in step)."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval()
+    x, memory = torch.randn(2, 6, 32), torch.randn(2, 9, 32)
+    want_self = mha(x, x, x, is_causal=True)[0]
+    want_cross = mha(x, memory, memory)[0]
+    want_step, want_cache = mha.extend(x[:, :5], None, 0)
+    mha.fuse_projections()
+    assert mha.qkv_proj.weight.shape == (96, 32) and mha.kv_proj.weight.shape == (64, 32)
+    torch.testing.assert_close(mha(x, x, x, is_causal=True)[0], want_self)
+    torch.testing.assert_close(mha(x, memory, memory)[0], want_cross)
+    got_step, got_cache = mha.extend(x[:, :5], None, 0)
+    torch.testing.assert_close(got_step, want_step)
+    torch.testing.assert_close(got_cache, want_cache)
+    with torch.no_grad():
+        mha.k_proj.weight.mul_(2)  # a change to one view shows in the fused matrix
+    torch.testing.assert_close(mha.kv_proj.weight[:32], mha.k_proj.weight)
+    assert mha.qkv_proj.weight.untyped_storage().data_ptr() == mha.v_proj.weight.untyped_storage().data_ptr()

@@ -133,18 +133,47 @@ class MultiHeadAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model)  # W^O: mixes the heads' outputs
         self.record = False
         self.recorded: torch.Tensor | None = None  # (B, H, T_q, T_k) of the last call, when recording
+        self.qkv_proj: nn.Module | None = None  # [W^Q W^K W^V] side by side, once fused for inference
+        self.kv_proj: nn.Module | None = None  # [W^K W^V], a view of the same matrix
 
     def _split_heads(self, x: torch.Tensor) -> torch.Tensor:
         B, T, C = x.shape
         return x.view(B, T, self.n_heads, self.d_head).transpose(1, 2)  # (B, H, T, d_k)
+
+    @torch.no_grad()
+    def fuse_projections(self) -> None:
+        """Lay W^Q, W^K, W^V side by side in one matrix, once, for inference.
+
+        :meth:`_project` then multiplies by ``qkv_proj`` (self-attention) or ``kv_proj`` (the
+        encoder's K, V) instead of concatenating the weights at every call. ``q_proj``, ``k_proj``
+        and ``v_proj`` become views of the fused matrix, so nothing is stored twice and an update
+        of either shows in both. Adds ``qkv_proj.*`` and ``kv_proj.*`` entries to the state dict:
+        meant for a decoding copy of the model (:func:`seqlab.runs.for_inference`), not for training.
+        """
+        linears = (self.q_proj, self.k_proj, self.v_proj)
+        C = self.q_proj.in_features
+        weight = torch.cat([layer.weight for layer in linears])  # (3C, C)
+        bias = torch.cat([layer.bias for layer in linears])
+        self.qkv_proj = nn.Linear(C, 3 * C, device=weight.device, dtype=weight.dtype)
+        self.kv_proj = nn.Linear(C, 2 * C, device=weight.device, dtype=weight.dtype)
+        self.qkv_proj.weight, self.qkv_proj.bias = nn.Parameter(weight), nn.Parameter(bias)
+        self.kv_proj.weight, self.kv_proj.bias = nn.Parameter(weight[C:]), nn.Parameter(bias[C:])
+        for i, layer in enumerate(linears):
+            layer.weight, layer.bias = nn.Parameter(weight[i * C:(i + 1) * C]), nn.Parameter(bias[i * C:(i + 1) * C])
 
     def _project(self, x: torch.Tensor, *linears: nn.Module) -> list[torch.Tensor]:
         """x W for each given projection, split into heads: [(B, H, T, d_k), …].
 
         Projections of the same input run as one matrix product with their weights side by side:
         one larger GEMM instead of several, and under autocast the input is cast to bfloat16 once
-        instead of once per projection. (int8-quantized layers keep their own calls.)
+        instead of once per projection. The side-by-side matrix is made once by
+        :meth:`fuse_projections` for inference; in training it is concatenated at each call, which
+        keeps the parameters and the checkpoint layout those of the paper's four matrices.
+        (Other layers, such as int8-quantized ones, keep their own calls.)
         """
+        fused = {3: self.qkv_proj, 2: self.kv_proj}.get(len(linears))
+        if fused is not None:
+            return [self._split_heads(part) for part in fused(x).chunk(len(linears), dim=-1)]
         if len(linears) == 1 or not all(isinstance(layer, nn.Linear) for layer in linears):
             return [self._split_heads(layer(x)) for layer in linears]
         weight = torch.cat([layer.weight for layer in linears])  # (n·C, C)

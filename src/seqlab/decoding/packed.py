@@ -1,0 +1,72 @@
+"""Weights laid out once for the CPU's matrix units, for bfloat16 decoding.
+
+A decoding step multiplies a few dozen rows (one per sentence or beam) by every weight matrix
+of the decoder. On a CPU with AMX, oneDNN first reorders each bf16 weight into the tiled layout
+its kernels read, and ``F.linear`` pays that reorder at every call: for 64 rows it is half the
+time of the product itself. CTranslate2 packs its weights once at load time; so does PyTorch's
+own ``torch.compile`` when it freezes a model (``mkldnn._reorder_linear_weight`` and
+``mkldnn._linear_pointwise``). :class:`PackedLinear` does the same in eager mode:
+
+    M = 64 rows, bf16, 2 threads (benchmarks/RESULTS.md): F.linear vs packed
+        512 → 1536   134 µs → 78 µs        2048 → 512   194 µs → 86 µs
+        512 → 8000   666 µs → 380 µs (the output layer)
+
+Packed weights serve inference only: no gradients flow through them.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from seqlab.hardware import has_fast_bf16
+
+ROWS_HINT = 64  # the reorder is tuned for this many rows; any number works
+
+
+def can_pack(model: nn.Module) -> bool:
+    """Packing pays for bf16 weights on a CPU with bf16 matrix units and a oneDNN build of torch."""
+    weight = next(model.parameters(), None)
+    return (weight is not None and weight.dtype == torch.bfloat16 and weight.device.type == "cpu"
+            and torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported()
+            and has_fast_bf16(weight.device))
+
+
+class PackedLinear(nn.Module):
+    """y = x Wᵀ + b with W reordered once into oneDNN's blocked layout (the first time it is used,
+    so layers a model never calls cost no memory)."""
+
+    def __init__(self, weight: torch.Tensor, bias: torch.Tensor | None):
+        super().__init__()
+        self.in_features, self.out_features = weight.size(1), weight.size(0)
+        self.dense: torch.Tensor | None = weight.detach()  # (out, in) until packed
+        self.packed: torch.Tensor | None = None
+        self.bias = None if bias is None else bias.detach()
+
+    @classmethod
+    def of(cls, linear: nn.Linear) -> PackedLinear:
+        return cls(linear.weight, linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.packed is None:
+            self.packed = torch.ops.mkldnn._reorder_linear_weight(self.dense, ROWS_HINT)
+            self.dense = None  # the blocked copy replaces it
+        return torch.ops.mkldnn._linear_pointwise(x, self.packed, self.bias, "none", [], "")  # (…, out)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, packed={self.packed is not None}"
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Replace, in place, every ``nn.Linear`` of a bf16 model by a :class:`PackedLinear`, and give a
+    tied output layer (ŷ = h Eᵀ, the embedding matrix) a packed layer of its own."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if isinstance(child, nn.Linear):
+                setattr(module, name, PackedLinear.of(child))
+    # Tied output layers: the Transformer's output_proj and GPT's head are None and multiply by
+    # the embedding matrix; a packed copy of that matrix takes their place.
+    for layer, embedding in (("output_proj", "tgt_embed"), ("head", "tok_embed")):
+        if hasattr(model, layer) and getattr(model, layer) is None and hasattr(model, embedding):
+            setattr(model, layer, PackedLinear(getattr(model, embedding).weight, None))
+    return model
