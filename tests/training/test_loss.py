@@ -46,6 +46,18 @@ def test_fused_output_loss_under_bf16_autocast_and_without_grad():
         torch.testing.assert_close(output_cross_entropy(hidden, weight, target, 0.1), ref.detach(), rtol=1e-5, atol=1e-3)
 
 
+def test_fused_output_loss_sums_the_weight_gradient_in_float32_under_autocast():
+    """Several row chunks (V = 20,000 → 104 rows each): the float32 master weight gets the float32
+    sum of the chunks' bf16 products, not a sum rounded to bfloat16 on its way back."""
+    hidden, weight, target = _problem(V=20_000)
+    ref_grad = torch.autograd.grad(token_cross_entropy(hidden @ weight.t(), target, 0.1), weight)[0]
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        output_cross_entropy(hidden, weight, target, 0.1).backward()
+    assert weight.grad.dtype == torch.float32
+    assert not torch.equal(weight.grad, weight.grad.bfloat16().float())
+    torch.testing.assert_close(weight.grad, ref_grad, rtol=0.05, atol=0.02 * ref_grad.abs().max().item())
+
+
 @pytest.mark.parametrize("cfg", [
     TransformerConfig(d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0),
     TransformerConfig(d_model=32, n_heads=4, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.0,

@@ -35,14 +35,16 @@ class _OutputCrossEntropy(torch.autograd.Function):
     each chunk's softmax is: ∂L/∂z = softmax(z) − q, with q the (smoothed) target distribution
     and zero rows at <pad>. Each chunk's logits are used once and dropped; the backward pass
     only scales the stored ∂L/∂h and ∂L/∂W (the approach of Liger Kernel's fused linear
-    cross-entropy). Inputs arrive in the compute dtype (bfloat16 under autocast); logits, softmax
-    and the weight gradient's running sum are float32.
+    cross-entropy). The hidden states arrive in the compute dtype (bfloat16 under autocast), the
+    weight in its own (the float32 master) and is cast once; logits, softmax and the weight
+    gradient's running sum are float32.
     """
 
     @staticmethod
-    def forward(ctx, hidden, weight, target, label_smoothing, need_grad):
+    def forward(ctx, hidden, master_weight, target, label_smoothing, need_grad):
         N, C = hidden.shape  # (N, C) hidden states, weight (V, C), target (N,)
-        V = weight.size(0)
+        V = master_weight.size(0)
+        weight = master_weight.to(hidden.dtype)  # cast here, once: ∂L/∂W goes back in float32 unrounded
         rows = max(16, 2**21 // V)  # ~8 MB of float32 logits per chunk: stays in the allocator's heap
         eps = label_smoothing
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
@@ -74,7 +76,7 @@ class _OutputCrossEntropy(torch.autograd.Function):
                 grad_weight += g.t() @ h
         if need_grad:
             ctx.save_for_backward(grad_hidden, grad_weight)
-            ctx.weight_dtype = weight.dtype
+            ctx.weight_dtype = master_weight.dtype
         return total
 
     @staticmethod
@@ -89,12 +91,13 @@ def output_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: tor
     """:func:`token_cross_entropy` of the logits ``hidden @ weightᵀ``, without materialising them.
 
     hidden: (B, T, C) final hidden states; weight: (V, C) the output layer; target: (B, T).
-    Under autocast the two matrices are cast to its dtype first, as ``F.linear`` would be.
+    Under autocast the products run in its dtype, as ``F.linear``'s would. The weight's gradient
+    comes back in the weight's own dtype without a detour through the low precision (a float32
+    master weight gets the float32 sum of the chunks' products).
     """
     device = hidden.device.type
     if torch.is_autocast_enabled(device):
-        dtype = torch.get_autocast_dtype(device)
-        hidden, weight = hidden.to(dtype), weight.to(dtype)
+        hidden = hidden.to(torch.get_autocast_dtype(device))
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device, enabled=False):
         return _OutputCrossEntropy.apply(hidden.flatten(0, 1), weight, target.flatten(), label_smoothing, need_grad)
