@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from seqlab.models.dropout import Dropout, dropout, keep_mask
+from seqlab.models.dropout import Dropout, dropout, keep_mask, random_words
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -17,6 +17,24 @@ def test_keeps_each_unit_with_probability_one_minus_p(p):
     as_bf16 = keep_mask(torch.Size([1000, 1001]), p, torch.bfloat16)  # written straight in the activation's dtype
     assert as_bf16.dtype == torch.bfloat16 and set(as_bf16.unique().tolist()) == {0.0, 1.0}
     assert as_bf16.float().mean().item() == pytest.approx(1 - p, abs=0.003)
+    torch.manual_seed(1)
+    bool_mask = keep_mask(torch.Size([999, 77]), p)
+    for dtype in (torch.bfloat16, torch.float16, torch.float32):  # 16-bit floats take the integer route
+        torch.manual_seed(1)
+        scaled = keep_mask(torch.Size([999, 77]), p, dtype, value=1 / (1 - p))
+        torch.testing.assert_close(scaled, bool_mask.to(dtype) * torch.tensor(1 / (1 - p), dtype=dtype), atol=0, rtol=0)
+
+
+def test_long_masks_drawn_on_several_threads_are_reproducible_and_unstructured():
+    torch.set_num_threads(2)
+    torch.manual_seed(5)
+    words = random_words(1 << 20)  # four slices' worth: drawn on two threads
+    torch.manual_seed(5)
+    assert torch.equal(random_words(1 << 20), words)
+    halves = words.chunk(2)
+    assert not torch.equal(halves[0], halves[1])  # the slices' generators are seeded apart
+    ones = [torch.bitwise_and(half[:, None], 1 << torch.arange(0, 63, 7)).ne(0).float().mean().item() for half in halves]
+    assert ones == pytest.approx([0.5, 0.5], abs=0.003)  # bits fair in both slices
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
