@@ -71,3 +71,21 @@ def test_tied_output_layer_gets_a_packed_copy_of_the_embeddings():
     assert isinstance(model.output_proj, PackedLinear)
     torch.testing.assert_close(model.project(y), want, atol=0, rtol=0)
     assert model.output_weight() is None  # the training loss's fused path does not apply
+
+
+@pytest.mark.parametrize("kind", ["transformer", "gpt"])
+def test_fp32_inference_copy_fuses_attention_and_decodes_the_same(kind):
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIGS[kind](**TINY_MODELS[kind]), 20, 20).eval()
+    fused = for_inference(model, "fp32")
+    assert fused is not model and all(m.qkv_proj is not None for m in fused.modules() if hasattr(m, "qkv_proj"))
+    assert all(m.qkv_proj is None for m in model.modules() if hasattr(m, "qkv_proj"))  # the original is untouched
+    if kind == "gpt":
+        assert generate(fused, [5, 6, 7], max_new_tokens=8, num_samples=3, seed=1) == \
+            generate(model, [5, 6, 7], max_new_tokens=8, num_samples=3, seed=1)
+        return
+    src = sources([5, 9, 3, 7], seed=1)
+    want, got = beam_search(model, src, beam_size=3), beam_search(fused, src, beam_size=3)
+    assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
+    for g, w in zip(got, want):
+        assert g[0].score == pytest.approx(w[0].score, abs=1e-5)
