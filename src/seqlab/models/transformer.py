@@ -204,8 +204,11 @@ class Transformer(nn.Module):
         ``features_only`` the final hidden states (B, T, C) that the output layer would read."""
         y = self.embed(tgt_in, self.tgt_embed)
         attn_mask = enc.src_mask[:, None, None, :]  # (B, 1, 1, S)
+        memory = enc.memory  # (B, S, C)
+        if torch.is_autocast_enabled(memory.device.type):  # cast once, not again in every layer's K/V product
+            memory = memory.to(torch.get_autocast_dtype(memory.device.type))
         for layer in self.decoder_layers:
-            y = layer(y, enc.memory, attn_mask)
+            y = layer(y, memory, attn_mask)
         y = self.decoder_norm(y)  # (B, T, C)
         return y if features_only else self.project(y)  # (B, T, V)
 
