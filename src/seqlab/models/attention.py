@@ -171,7 +171,7 @@ class MultiHeadAttention(nn.Module):
         keeps the parameters and the checkpoint layout those of the paper's four matrices.
         (Other layers, such as int8-quantized ones, keep their own calls.)
         """
-        fused = {3: self.qkv_proj, 2: self.kv_proj}.get(len(linears))
+        fused = {3: self.qkv_proj, 2: self.kv_proj}.get(len(linears))  # callers pass (q, k, v) or (k, v)
         if fused is not None:
             return [self._split_heads(part) for part in fused(x).chunk(len(linears), dim=-1)]
         if len(linears) == 1 or not all(isinstance(layer, nn.Linear) for layer in linears):
