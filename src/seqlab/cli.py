@@ -134,8 +134,8 @@ def translate(
     if nbest > decode.beam_size:
         raise UserError(f"--nbest {nbest} is larger than the beam ({decode.beam_size}); raise --beam")
     lines = read_lines(input) if input is not None else sys.stdin.read().splitlines()
-    results = translate_lines(for_inference(loaded.model, precision), loaded.codec, lines, decode, dev, nbest=nbest,
-                              precision=precision)
+    loaded.model = for_inference(loaded.model, precision)  # the decoding copy replaces the loaded weights
+    results = translate_lines(loaded.model, loaded.codec, lines, decode, dev, nbest=nbest, precision=precision)
     if nbest == 1:
         text = "".join((hs[0][0] if hs else "") + "\n" for hs in results)
     else:
@@ -183,8 +183,9 @@ def evaluate(
     if not corpus.tgt:
         raise UserError(f"{name}: nothing to evaluate")
     decode = _decode_config(loaded.config.decode, beam, None, None, None)
-    result = run_evaluation(for_inference(loaded.model, precision), loaded.codec, corpus, decode, dev,
-                            beam_size=decode.beam_size, name=name, precision=precision)
+    loaded.model = for_inference(loaded.model, precision)  # the decoding copy replaces the loaded weights
+    result = run_evaluation(loaded.model, loaded.codec, corpus, decode, dev, beam_size=decode.beam_size, name=name,
+                            precision=precision)
     step = loaded.meta.get("state", {}).get("step", "?")
     echo = typer.echo
     echo(f"{corpus.report.summary(name)}; checkpoint {loaded.path} (step {step})"
