@@ -9,7 +9,9 @@ fifth of a Transformer training step, more than all of attention. Here the mask 
 random bits instead: one 64-bit draw of the default generator gives four 16-bit integers, and
 unit i is kept when its integer lands in the top 1 − p of the 16-bit range (forward + backward
 of 4 M bf16 elements on two cores: 24.0 ms with ``F.dropout``, 6.6 ms here; benchmarks/RESULTS.md).
-p is thereby rounded to a multiple of 1/65536 (0.1 becomes 0.100006). The default generator is the source, so ``torch.manual_seed`` and saved RNG states reproduce
+p is thereby rounded to a multiple of 1/65536 (0.1 becomes 0.100006).
+
+The default generator is the source, so ``torch.manual_seed`` and saved RNG states reproduce
 masks exactly. PyTorch's CPU generator is one sequential Mersenne Twister, so drawing the bits
 uses one core however many there are; a long mask is drawn in slices, one per thread, each from
 a generator seeded by the default one (still reproducible; 1.9× faster on two cores). CUDA
