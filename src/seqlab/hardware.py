@@ -14,15 +14,33 @@ import torch
 
 
 @lru_cache(maxsize=1)
-def cpu_flags() -> frozenset[str]:
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields of /proc/cpuinfo (empty where there is none)."""
+    fields: dict[str, str] = {}
     try:
         with open("/proc/cpuinfo", encoding="utf-8") as f:
             for line in f:
-                if line.startswith("flags"):
-                    return frozenset(line.split(":", 1)[1].split())
+                if not line.strip():
+                    break
+                key, _, value = line.partition(":")
+                fields[key.strip()] = value.strip()
     except OSError:
         pass
-    return frozenset()
+    return fields
+
+
+def cpu_flags() -> frozenset[str]:
+    return frozenset(_cpuinfo().get("flags", "").split())
+
+
+def cpu_model() -> str:
+    """The CPU's model name, e.g. ``AMD EPYC`` (empty where /proc/cpuinfo does not say)."""
+    return _cpuinfo().get("model name", "")
+
+
+def cpu_vendor() -> str:
+    """``GenuineIntel``, ``AuthenticAMD``, … (empty where /proc/cpuinfo does not say)."""
+    return _cpuinfo().get("vendor_id", "")
 
 
 def has_fast_bf16(device: torch.device) -> bool:
@@ -30,6 +48,20 @@ def has_fast_bf16(device: torch.device) -> bool:
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+@lru_cache(maxsize=1)
+def fp32_gemm_prefers_onednn() -> bool:
+    """True where float32 matrix products run faster through oneDNN than through MKL.
+
+    PyTorch's CPU builds multiply float32 matrices with MKL, which runs its AVX-512 kernels only
+    on Intel processors; on AMD's AVX-512 cores (Zen 4, Zen 5) it takes the AVX2 ones, at about
+    half of what oneDNN, also inside PyTorch, reaches on the same cores (2 Zen 5 cores,
+    4096 × 512 × 2048: 180-220 vs 330-510 GFLOP/s; benchmarks/RESULTS.md). CTranslate2 makes the
+    same choice for AMD. Intel CPUs and CPUs without AVX-512 keep MKL.
+    """
+    return (cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
+            and torch.backends.mkldnn.is_available())
 
 
 def autocast(device: torch.device, precision: str):

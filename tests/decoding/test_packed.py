@@ -1,15 +1,18 @@
-"""bf16 weights packed once for the CPU's matrix units decode exactly like the bf16 model itself."""
+"""Weights packed once for the CPU's matrix units decode like the model itself (bf16 exactly; fp32 where
+oneDNN beats MKL, to float32 rounding)."""
 
 import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+import seqlab.decoding.packed as packed_module
 from seqlab.config import MODEL_CONFIGS
 from seqlab.decoding.packed import PackedLinear, can_pack, pack_linears
 from seqlab.decoding.sampling import generate
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.models import build_model
+from seqlab.hardware import fp32_gemm_prefers_onednn
 from seqlab.runs import for_inference
 from tests.conftest import TINY_MODELS
 from tests.decoding.test_search import sources
@@ -18,9 +21,34 @@ needs_packing = pytest.mark.skipif(
     not can_pack(nn.Linear(2, 2).to(torch.bfloat16)), reason="needs a CPU with bf16 matrix units and oneDNN")
 
 
-def test_packing_needs_bf16_weights():
-    assert not can_pack(nn.Linear(2, 2))  # fp32: nothing to gain
+def test_packing_needs_bf16_weights_or_a_cpu_where_onednn_wins_fp32():
+    assert can_pack(nn.Linear(2, 2)) == fp32_gemm_prefers_onednn()  # fp32 gains only where MKL is the slower
     assert not can_pack(nn.Identity())  # no weights at all
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")
+def test_packed_fp32_linear_equals_linear():
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80)
+    packed = PackedLinear.of(linear)
+    for shape in [(1, 48), (7, 3, 48), (200, 1, 48)]:
+        x = torch.randn(shape)
+        torch.testing.assert_close(packed(x), linear(x), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")
+def test_fp32_inference_packs_where_onednn_wins_and_decodes_the_same(monkeypatch):
+    monkeypatch.setattr(packed_module, "fp32_gemm_prefers_onednn", lambda: True)
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIGS["transformer"](**TINY_MODELS["transformer"]), 20, 20).eval()
+    packed = for_inference(model, "fp32")
+    assert any(isinstance(m, PackedLinear) for m in packed.modules())
+    src = sources([5, 9, 3, 7], seed=1)
+    for search in (greedy_search, lambda m, s: beam_search(m, s, beam_size=3)):
+        want, got = search(model, src), search(packed, src)
+        assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
+        for g, w in zip(got, want):
+            assert g[0].score == pytest.approx(w[0].score, abs=1e-4)
 
 
 @needs_packing

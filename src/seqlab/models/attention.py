@@ -24,6 +24,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.models.linear import Linear, linear
+
 
 def scaled_dot_product_attention(
     q: torch.Tensor,
@@ -127,10 +129,10 @@ class MultiHeadAttention(nn.Module):
         self.d_head = d_model // n_heads
         self.dropout = dropout
         self.impl = impl
-        self.q_proj = nn.Linear(d_model, d_model)  # W^Q: "the question"
-        self.k_proj = nn.Linear(d_model, d_model)  # W^K: "the answer"
-        self.v_proj = nn.Linear(d_model, d_model)  # W^V: "the meaning"
-        self.out_proj = nn.Linear(d_model, d_model)  # W^O: mixes the heads' outputs
+        self.q_proj = Linear(d_model, d_model)  # W^Q: "the question"
+        self.k_proj = Linear(d_model, d_model)  # W^K: "the answer"
+        self.v_proj = Linear(d_model, d_model)  # W^V: "the meaning"
+        self.out_proj = Linear(d_model, d_model)  # W^O: mixes the heads' outputs
         self.record = False
         self.recorded: torch.Tensor | None = None  # (B, H, T_q, T_k) of the last call, when recording
         self.qkv_proj: nn.Module | None = None  # [W^Q W^K W^V] side by side, once fused for inference
@@ -154,8 +156,8 @@ class MultiHeadAttention(nn.Module):
         C = self.q_proj.in_features
         weight = torch.cat([layer.weight for layer in linears])  # (3C, C)
         bias = torch.cat([layer.bias for layer in linears])
-        self.qkv_proj = nn.Linear(C, 3 * C, device=weight.device, dtype=weight.dtype)
-        self.kv_proj = nn.Linear(C, 2 * C, device=weight.device, dtype=weight.dtype)
+        self.qkv_proj = Linear(C, 3 * C, device="meta")
+        self.kv_proj = Linear(C, 2 * C, device="meta")
         self.qkv_proj.weight, self.qkv_proj.bias = nn.Parameter(weight), nn.Parameter(bias)
         self.kv_proj.weight, self.kv_proj.bias = nn.Parameter(weight[C:]), nn.Parameter(bias[C:])
         for i, layer in enumerate(linears):
@@ -178,7 +180,7 @@ class MultiHeadAttention(nn.Module):
             return [self._split_heads(layer(x)) for layer in linears]
         weight = torch.cat([layer.weight for layer in linears])  # (n·C, C)
         bias = torch.cat([layer.bias for layer in linears])
-        return [self._split_heads(part) for part in F.linear(x, weight, bias).chunk(len(linears), dim=-1)]
+        return [self._split_heads(part) for part in linear(x, weight, bias).chunk(len(linears), dim=-1)]
 
     def project_kv(self, key: torch.Tensor, value: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """K = key W^K, V = value W^V, split into heads: (B, H, T_k, d_k) each (what a decoder caches)."""

@@ -19,13 +19,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from seqlab.config import GPTConfig, RNNLMConfig
 from seqlab.models.attention import MultiHeadAttention
 from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache
+from seqlab.models.linear import Linear, linear
 from seqlab.models.seq2seq import RNNDecoder
 from seqlab.models.transformer import FeedForward, Sublayer
 
@@ -69,7 +69,7 @@ class GPT(nn.Module):
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
         self.norm = nn.LayerNorm(cfg.d_model)
-        self.head = None if cfg.tie_output else nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self.head = None if cfg.tie_output else Linear(cfg.d_model, tgt_vocab_size, bias=False)
         # GPT-2's initialisation: N(0, 0.02), with the projections into the residual stream scaled
         # down by 1/√(2·n_layers) so the stream's variance does not grow with depth.
         for name, p in self.named_parameters():
@@ -96,7 +96,7 @@ class GPT(nn.Module):
         return x if features_only else self.project(x)  # (B, T, V)
 
     def project(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # ŷ = x Eᵀ when tied
+        return linear(x, self.tok_embed.weight) if self.head is None else self.head(x)  # ŷ = x Eᵀ when tied
 
     def output_weight(self) -> torch.Tensor | None:
         """The output layer's matrix (V, C), the token embeddings when tied (None once int8-quantized)."""

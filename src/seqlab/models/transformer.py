@@ -19,6 +19,7 @@ from seqlab.config import TransformerConfig
 from seqlab.models.attention import MultiHeadAttention
 from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache, EncoderOutput
+from seqlab.models.linear import Linear, linear
 
 
 class SinusoidalPositionalEncoding(nn.Module):
@@ -56,8 +57,8 @@ class FeedForward(nn.Module):
 
     def __init__(self, d_model: int, d_ff: int, dropout: float, activation: str):
         super().__init__()
-        self.linear1 = nn.Linear(d_model, d_ff)
-        self.linear2 = nn.Linear(d_ff, d_model)
+        self.linear1 = Linear(d_model, d_ff)
+        self.linear2 = Linear(d_ff, d_model)
         self.dropout = Dropout(dropout)
         self.activation = F.relu if activation == "relu" else F.gelu
 
@@ -167,7 +168,7 @@ class Transformer(nn.Module):
         pre = cfg.layer_norm == "pre"
         self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
-        self.output_proj = None if cfg.tie_output else nn.Linear(cfg.d_model, tgt_vocab_size, bias=False)
+        self.output_proj = None if cfg.tie_output else Linear(cfg.d_model, tgt_vocab_size, bias=False)
         self._init_weights()
 
     def _init_weights(self) -> None:
@@ -220,7 +221,7 @@ class Transformer(nn.Module):
 
     def project(self, y: torch.Tensor) -> torch.Tensor:
         if self.output_proj is None:
-            return F.linear(y, self.tgt_embed.weight)  # tied: ŷ = y Eᵀ, (B, T, V)
+            return linear(y, self.tgt_embed.weight)  # tied: ŷ = y Eᵀ, (B, T, V)
         return self.output_proj(y)  # (B, T, V)
 
     def decode_step(self, new_tokens: torch.Tensor, enc: EncoderOutput, cache: DecoderCache | None

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from seqlab.data.batching import Batch
 from seqlab.data.tokenizer import PAD
+from seqlab.models.linear import accumulate_weight_grad, mm
 
 
 def token_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -52,7 +53,7 @@ class _OutputCrossEntropy(torch.autograd.Function):
         grad_weight = torch.zeros(V, C, dtype=torch.float32, device=hidden.device) if need_grad else None
         for start in range(0, N, rows):
             h, y = hidden[start : start + rows], target[start : start + rows]  # (n, C), (n,)
-            z = (h @ weight.t()).float()  # logits (n, V)
+            z = mm(h, weight.t()).float()  # logits (n, V)
             z_target, z_mean = z.gather(1, y[:, None]).squeeze(1), z.mean(dim=-1)  # read before z is reused
             z_max = z.amax(dim=-1, keepdim=True)
             e = z.sub_(z_max).exp_()  # exp(z − max z), in place of the logits
@@ -69,11 +70,8 @@ class _OutputCrossEntropy(torch.autograd.Function):
                 g.sub_(eps / V)
             g.scatter_add_(1, y[:, None], torch.full((len(y), 1), eps - 1.0, device=g.device))  # − (1 − ε) at y_t
             g = g.mul_(real[:, None]).to(hidden.dtype)  # ∂L/∂z: (n, V), zero at <pad>
-            torch.mm(g, weight, out=grad_hidden[start : start + rows])  # ∂L/∂h = ∂L/∂z W
-            if g.dtype == grad_weight.dtype:
-                grad_weight.addmm_(g.t(), h)  # ∂L/∂W += (∂L/∂z)ᵀ h
-            else:
-                grad_weight += g.t() @ h
+            mm(g, weight, out=grad_hidden[start : start + rows])  # ∂L/∂h = ∂L/∂z W
+            accumulate_weight_grad(grad_weight, g, h)  # ∂L/∂W += (∂L/∂z)ᵀ h
         if need_grad:
             ctx.save_for_backward(grad_hidden, grad_weight)
             ctx.weight_dtype = master_weight.dtype

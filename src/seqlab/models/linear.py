@@ -1,0 +1,123 @@
+"""y = x Wᵀ + b, multiplied by the faster of the CPU's two matrix libraries.
+
+PyTorch sends float32 matrix products on the CPU to MKL, which takes its AVX-512 kernels only on
+Intel processors: on AMD's AVX-512 cores it runs about half as fast as oneDNN, the other library
+inside PyTorch (:func:`seqlab.hardware.fp32_gemm_prefers_onednn`). Where that holds, the
+Transformer's linear layers and the fused output loss multiply through oneDNN
+(``torch.ops.mkldnn._linear_pointwise``), forward and backward:
+
+    y = x Wᵀ + b          (N, in) → (N, out)
+    ∂L/∂x = ∂L/∂y W       (N, out) → (N, in)
+    ∂L/∂W = (∂L/∂y)ᵀ x    (out, in), a reduction over the N rows
+    ∂L/∂b = Σ_rows ∂L/∂y
+
+Elsewhere (Intel, bf16 under autocast, which already goes to oneDNN, GPUs) these are plain
+``F.linear`` and ``@``. Same products, same float32 arithmetic; only the kernels differ
+(tests/models/test_linear.py).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.flop_counter import register_flop_formula
+
+from seqlab.hardware import fp32_gemm_prefers_onednn
+
+
+def routed(*tensors: torch.Tensor) -> bool:
+    """Whether products of these tensors go to oneDNN: float32 on a CPU that prefers it, no autocast."""
+    return (all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
+            and not torch.is_autocast_enabled("cpu") and fp32_gemm_prefers_onednn())
+
+
+@register_flop_formula(torch.ops.mkldnn._linear_pointwise)
+def _linear_pointwise_flops(x_shape, *args, out_shape=None, **kwargs) -> int:
+    """What ``torch.utils.flop_counter`` counts for oneDNN's linear, as for ``aten.mm``: 2·M·N·K."""
+    return 2 * math.prod(out_shape) * x_shape[-1]
+
+
+def _onednn_mm(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a (M, K) @ b (K, N) by oneDNN: a linear layer with bᵀ as its (N, K) weight."""
+    return torch.ops.mkldnn._linear_pointwise(a, b.t(), None, "none", [], "")
+
+
+def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """a (M, K) @ b (K, N), no autograd: oneDNN where :func:`routed`, ``torch.mm`` otherwise."""
+    if not routed(a, b):
+        return torch.mm(a, b, out=out)
+    return _onednn_mm(a, b) if out is None else out.copy_(_onednn_mm(a, b))
+
+
+def weight_grad(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """∂L/∂W = (∂L/∂y)ᵀ x: (out, in) from grad_out (N, out) and x (N, in), no autograd.
+
+    oneDNN reduces over the long N axis about twice as fast when the wider of the two output
+    sides lies along the rows it writes (2 Zen 5 cores, N = 4,096, out 2,048, in 512: 226 vs
+    401 GFLOP/s), so a tall result is computed as xᵀ ∂L/∂y and transposed.
+    """
+    if not routed(grad_out, x):
+        return grad_out.t() @ x
+    if grad_out.size(1) > x.size(1):
+        return _onednn_mm(x.t(), grad_out).t().contiguous()  # (out, in)
+    return _onednn_mm(grad_out.t(), x)  # (out, in)
+
+
+def accumulate_weight_grad(total: torch.Tensor, grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """total += (∂L/∂y)ᵀ x in place: a float32 running sum over row chunks of grad_out, x."""
+    if grad_out.dtype == total.dtype and not routed(grad_out, x):
+        return total.addmm_(grad_out.t(), x)  # MKL accumulates in place
+    return total.add_(weight_grad(grad_out, x))
+
+
+class _OneDNNLinear(torch.autograd.Function):
+    """F.linear with all three products by oneDNN (float32, CPU)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, bias):
+        ctx.save_for_backward(x, weight)
+        ctx.has_bias = bias is not None
+        return torch.ops.mkldnn._linear_pointwise(x, weight, bias, "none", [], "")  # (…, out)
+
+    @staticmethod
+    def backward(ctx, grad_out):
+        x, weight = ctx.saved_tensors
+        g = grad_out.reshape(-1, grad_out.size(-1))  # (N, out)
+        grad_x = grad_weight = grad_bias = None
+        if ctx.needs_input_grad[0]:
+            grad_x = _onednn_mm(g, weight).view(x.shape)  # ∂L/∂x = ∂L/∂y W
+        if ctx.needs_input_grad[1]:
+            grad_weight = weight_grad(g, x.reshape(-1, x.size(-1)))  # ∂L/∂W = (∂L/∂y)ᵀ x
+        if ctx.has_bias and ctx.needs_input_grad[2]:
+            grad_bias = g.sum(0)
+        return grad_x, grad_weight, grad_bias
+
+
+def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None) -> torch.Tensor:
+    """F.linear(x, weight, bias): x (…, in), weight (out, in) → (…, out), by the faster library."""
+    if routed(x, weight):
+        return _OneDNNLinear.apply(x, weight, bias)
+    return F.linear(x, weight, bias)
+
+
+class Linear(nn.Linear):
+    """``nn.Linear`` (same parameters, same state dict) whose product is :func:`linear`'s."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return linear(x, self.weight, self.bias)
+
+
+def as_torch_linears(model: nn.Module) -> nn.Module:
+    """Replace, in place, every :class:`Linear` by a plain ``nn.Linear`` holding the same
+    parameters (for tools that match the exact class, such as dynamic int8 quantization)."""
+    for module in list(model.modules()):
+        for name, child in module.named_children():
+            if type(child) is Linear:
+                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
+                                  device="meta")
+                plain.weight, plain.bias = child.weight, child.bias
+                setattr(module, name, plain)
+    return model
