@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from seqlab.data.batching import Batch
 from seqlab.data.tokenizer import PAD
-from seqlab.models.linear import accumulate_weight_grad, mm
+from seqlab.models.linear import WeightGradSum, mm
 
 
 def token_cross_entropy(logits: torch.Tensor, target: torch.Tensor, label_smoothing: float = 0.0) -> torch.Tensor:
@@ -50,7 +50,7 @@ class _OutputCrossEntropy(torch.autograd.Function):
         eps = label_smoothing
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_grad else None
-        grad_weight = torch.zeros(V, C, dtype=torch.float32, device=hidden.device) if need_grad else None
+        grad_weight = WeightGradSum(V, C, hidden.dtype, hidden.device) if need_grad else None
         for start in range(0, N, rows):
             h, y = hidden[start : start + rows], target[start : start + rows]  # (n, C), (n,)
             z = mm(h, weight.t()).float()  # logits (n, V)
@@ -71,9 +71,9 @@ class _OutputCrossEntropy(torch.autograd.Function):
             g.scatter_add_(1, y[:, None], torch.full((len(y), 1), eps - 1.0, device=g.device))  # − (1 − ε) at y_t
             g = g.mul_(real[:, None]).to(hidden.dtype)  # ∂L/∂z: (n, V), zero at <pad>
             mm(g, weight, out=grad_hidden[start : start + rows])  # ∂L/∂h = ∂L/∂z W
-            accumulate_weight_grad(grad_weight, g, h)  # ∂L/∂W += (∂L/∂z)ᵀ h
+            grad_weight.add(g, h)  # ∂L/∂W += (∂L/∂z)ᵀ h
         if need_grad:
-            ctx.save_for_backward(grad_hidden, grad_weight)
+            ctx.save_for_backward(grad_hidden, grad_weight.total)
             ctx.weight_dtype = master_weight.dtype
         return total
 
