@@ -104,10 +104,10 @@ def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     ``bf16``: every weight cast to bfloat16 once, so no decoding step re-casts fp32 weights (what
     autocast alone would do at every matrix product), and, on CPUs with bf16 matrix units, laid
     out once for them (:mod:`seqlab.decoding.packed`); float32 weights too where oneDNN
-    multiplies them faster than MKL (AMD). ``int8``: Linear layers dynamically
-    quantized (int8 weights, activations quantized on the fly; CPU only).
+    multiplies them faster than MKL (AMD). ``int8``: Linear layers, a tied output layer
+    included, dynamically quantized (int8 weights, activations quantized on the fly; CPU only).
     """
-    from seqlab.decoding.packed import can_pack, pack_linears
+    from seqlab.decoding.packed import can_pack, give_tied_output_a_layer, pack_linears
     from seqlab.models.attention import MultiHeadAttention
 
     model = copy.deepcopy(model).eval()
@@ -127,10 +127,18 @@ def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     from seqlab.models.linear import as_torch_linears
 
     as_torch_linears(model)  # the quantizer swaps modules of the exact class nn.Linear only
+    give_tied_output_a_layer(model, _linear_holding)  # the output layer, the largest product, in int8 too
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(model.cpu(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
+
+
+def _linear_holding(weight: torch.nn.Parameter) -> torch.nn.Linear:
+    """An ``nn.Linear`` without bias whose weight is ``weight`` itself (not a copy)."""
+    layer = torch.nn.Linear(weight.size(1), weight.size(0), bias=False, device="meta")
+    layer.weight = weight
+    return layer
 
 
 def make_codec(cfg: Config, src_tok, tgt_tok, labels: list[str] | None) -> Codec:

@@ -49,6 +49,8 @@ def test_reduced_precision_inference_translates_like_fp32(reverse_data, tmp_path
         assert same >= 0.8 * len(lines), (precision, same)
     quantized = for_inference(m.model, "int8")
     assert any("quantized" in type(mod).__module__ for mod in quantized.modules())
+    assert "quantized" in type(quantized.output_proj).__module__  # the tied output layer too
+    assert m.model.output_proj is None  # ... while the model passed in stays tied
     assert {p.dtype for p in for_inference(m.model, "bf16").parameters()} == {torch.bfloat16}  # cast once
     assert {p.dtype for p in m.model.parameters()} == {torch.float32}  # the model passed in is untouched
 

@@ -68,16 +68,21 @@ class PackedLinear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, packed={self.packed is not None}"
 
 
+def give_tied_output_a_layer(model: nn.Module, make_layer) -> nn.Module:
+    """A tied output layer (ŷ = h Eᵀ with the embedding matrix E: the Transformer's
+    ``output_proj`` and GPT's ``head`` are None) gets a layer of its own, ``make_layer(E)``, so
+    that packing or quantization, which work on layers, reach the largest product of a step."""
+    for layer, embedding in (("output_proj", "tgt_embed"), ("head", "tok_embed")):
+        if hasattr(model, layer) and getattr(model, layer) is None and hasattr(model, embedding):
+            setattr(model, layer, make_layer(getattr(model, embedding).weight))
+    return model
+
+
 def pack_linears(model: nn.Module) -> nn.Module:
     """Replace, in place, every ``nn.Linear`` of a model by a :class:`PackedLinear`, and give a
-    tied output layer (ŷ = h Eᵀ, the embedding matrix) a packed layer of its own."""
+    tied output layer a packed copy of the embedding matrix."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if isinstance(child, nn.Linear):
                 setattr(module, name, PackedLinear.of(child))
-    # Tied output layers: the Transformer's output_proj and GPT's head are None and multiply by
-    # the embedding matrix; a packed copy of that matrix takes their place.
-    for layer, embedding in (("output_proj", "tgt_embed"), ("head", "tok_embed")):
-        if hasattr(model, layer) and getattr(model, layer) is None and hasattr(model, embedding):
-            setattr(model, layer, PackedLinear(getattr(model, embedding).weight, None))
-    return model
+    return give_tied_output_a_layer(model, lambda weight: PackedLinear(weight, None))
