@@ -124,21 +124,14 @@ def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
 
     from torch.ao.quantization import quantize_dynamic
 
-    from seqlab.models.linear import as_torch_linears
+    from seqlab.models.linear import as_torch_linears, torch_linear_holding
 
     as_torch_linears(model)  # the quantizer swaps modules of the exact class nn.Linear only
-    give_tied_output_a_layer(model, _linear_holding)  # the output layer, the largest product, in int8 too
+    give_tied_output_a_layer(model, torch_linear_holding)  # the output layer, the largest product, in int8 too
     with warnings.catch_warnings():  # torch.ao.quantization announces its move to torchao; it still works here
         warnings.simplefilter("ignore", UserWarning)
         warnings.simplefilter("ignore", DeprecationWarning)
         return quantize_dynamic(model.cpu(), {torch.nn.Linear}, dtype=torch.qint8, inplace=True)
-
-
-def _linear_holding(weight: torch.nn.Parameter) -> torch.nn.Linear:
-    """An ``nn.Linear`` without bias whose weight is ``weight`` itself (not a copy)."""
-    layer = torch.nn.Linear(weight.size(1), weight.size(0), bias=False, device="meta")
-    layer.weight = weight
-    return layer
 
 
 def make_codec(cfg: Config, src_tok, tgt_tok, labels: list[str] | None) -> Codec:

@@ -17,6 +17,16 @@ from seqlab.runs import for_inference
 from tests.conftest import TINY_MODELS
 from tests.decoding.test_search import sources
 
+def assert_decodes_like(reference: nn.Module, model: nn.Module, score_tolerance: float) -> None:
+    """Greedy and beam search give the reference's tokens, and scores within the tolerance."""
+    src = sources([5, 9, 3, 7], seed=1)
+    for search in (greedy_search, lambda m, s: beam_search(m, s, beam_size=3)):
+        want, got = search(reference, src), search(model, src)
+        assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
+        for g, w in zip(got, want):
+            assert g[0].score == pytest.approx(w[0].score, abs=score_tolerance)
+
+
 needs_packing = pytest.mark.skipif(
     not can_pack(nn.Linear(2, 2).to(torch.bfloat16)), reason="needs a CPU with bf16 matrix units and oneDNN")
 
@@ -43,12 +53,7 @@ def test_fp32_inference_packs_where_onednn_wins_and_decodes_the_same(monkeypatch
     model = build_model(MODEL_CONFIGS["transformer"](**TINY_MODELS["transformer"]), 20, 20).eval()
     packed = for_inference(model, "fp32")
     assert any(isinstance(m, PackedLinear) for m in packed.modules())
-    src = sources([5, 9, 3, 7], seed=1)
-    for search in (greedy_search, lambda m, s: beam_search(m, s, beam_size=3)):
-        want, got = search(model, src), search(packed, src)
-        assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
-        for g, w in zip(got, want):
-            assert g[0].score == pytest.approx(w[0].score, abs=1e-4)
+    assert_decodes_like(model, packed, score_tolerance=1e-4)
 
 
 @needs_packing
@@ -80,12 +85,7 @@ def test_bf16_inference_packs_and_decodes_like_the_bf16_model(kind):
             want = generate(plain, prompt, max_new_tokens=8, num_samples=3, seed=1)
             assert generate(packed, prompt, max_new_tokens=8, num_samples=3, seed=1) == want
         return
-    src = sources([5, 9, 3, 7], seed=1)
-    for search in (greedy_search, lambda m, s: beam_search(m, s, beam_size=3)):
-        want, got = search(plain, src), search(packed, src)
-        assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
-        for g, w in zip(got, want):
-            assert g[0].score == pytest.approx(w[0].score, abs=1e-3)
+    assert_decodes_like(plain, packed, score_tolerance=1e-3)
 
 
 @needs_packing

@@ -130,14 +130,18 @@ class Linear(nn.Linear):
         return linear(x, self.weight, self.bias)
 
 
+def torch_linear_holding(weight: nn.Parameter, bias: nn.Parameter | None = None) -> nn.Linear:
+    """A plain ``nn.Linear`` whose parameters are ``weight`` (out, in) and ``bias`` themselves, not copies."""
+    layer = nn.Linear(weight.size(1), weight.size(0), bias=bias is not None, device="meta")
+    layer.weight, layer.bias = weight, bias
+    return layer
+
+
 def as_torch_linears(model: nn.Module) -> nn.Module:
     """Replace, in place, every :class:`Linear` by a plain ``nn.Linear`` holding the same
     parameters (for tools that match the exact class, such as dynamic int8 quantization)."""
     for module in list(model.modules()):
         for name, child in module.named_children():
             if type(child) is Linear:
-                plain = nn.Linear(child.in_features, child.out_features, bias=child.bias is not None,
-                                  device="meta")
-                plain.weight, plain.bias = child.weight, child.bias
-                setattr(module, name, plain)
+                setattr(module, name, torch_linear_holding(child.weight, child.bias))
     return model
