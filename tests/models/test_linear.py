@@ -112,3 +112,23 @@ def test_as_torch_linears_keeps_the_parameters():
     assert [type(m) for m in (model[0], model[2][0])] == [nn.Linear, nn.Linear]
     assert all(a is b for a, b in zip(model.parameters(), weights))
     torch.testing.assert_close(model(x), want)
+
+
+def test_torch_compile_takes_its_own_kernels_with_the_route_on(onednn_route):
+    """Under torch.compile the oneDNN route steps aside (inductor lowers F.linear itself); the
+    compiled model's loss and gradients equal eager's."""
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIGS["transformer"](**TINY_MODELS["transformer"]), 20, 20)
+    src, tgt_in, tgt_out = (torch.randint(1, 20, (3, 9)) for _ in range(3))
+
+    def loss_and_grads(forward):
+        model.zero_grad()
+        loss = output_cross_entropy(forward(src, tgt_in, features_only=True), model.output_weight(), tgt_out)
+        loss.backward()
+        return loss.detach(), [p.grad.clone() for p in model.parameters()]
+
+    compiled_loss, compiled_grads = loss_and_grads(torch.compile(model))
+    eager_loss, eager_grads = loss_and_grads(model)
+    torch.testing.assert_close(compiled_loss, eager_loss, rtol=1e-5, atol=1e-5)
+    for got, want in zip(compiled_grads, eager_grads):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=1e-5)

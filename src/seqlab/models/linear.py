@@ -29,7 +29,10 @@ from seqlab.hardware import fp32_gemm_prefers_onednn
 
 
 def routed(*tensors: torch.Tensor) -> bool:
-    """Whether products of these tensors go to oneDNN: float32 on a CPU that prefers it, no autocast."""
+    """Whether products of these tensors go to oneDNN: float32 on a CPU that prefers it, no
+    autocast, and not while ``torch.compile`` traces (its own CPU lowering picks the kernels)."""
+    if torch.compiler.is_compiling():
+        return False
     return (all(t.dtype == torch.float32 and t.device.type == "cpu" for t in tensors)
             and not torch.is_autocast_enabled("cpu") and fp32_gemm_prefers_onednn())
 
