@@ -49,6 +49,7 @@ def test_packed_fp32_linear_equals_linear():
 @pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason="needs a oneDNN build of torch")
 def test_fp32_inference_packs_where_onednn_wins_and_decodes_the_same(monkeypatch):
     monkeypatch.setattr(packed_module, "fp32_gemm_prefers_onednn", lambda: True)
+    monkeypatch.setattr(packed_module, "FP32_MIN_PACKED", 0)  # the tiny model's weights are all small
     torch.manual_seed(0)
     model = build_model(MODEL_CONFIGS["transformer"](**TINY_MODELS["transformer"]), 20, 20).eval()
     packed = for_inference(model, "fp32")
@@ -117,3 +118,10 @@ def test_fp32_inference_copy_fuses_attention_and_decodes_the_same(kind):
     assert [h[0].tokens for h in got] == [h[0].tokens for h in want]
     for g, w in zip(got, want):
         assert g[0].score == pytest.approx(w[0].score, abs=1e-5)
+
+
+def test_small_fp32_weights_stay_unpacked():
+    model = nn.Sequential(nn.Linear(128, 384), nn.Linear(512, 1536))
+    pack_linears(model)
+    assert isinstance(model[0], nn.Linear) and isinstance(model[1], PackedLinear)
+

@@ -22,8 +22,9 @@ pytestmark = pytest.mark.skipif(not torch.backends.mkldnn.is_available(), reason
 
 @pytest.fixture
 def onednn_route(monkeypatch):
-    """Route float32 products to oneDNN whatever this CPU prefers."""
+    """Route float32 products to oneDNN whatever this CPU prefers, however small they are."""
     monkeypatch.setattr(linear_module, "fp32_gemm_prefers_onednn", lambda: True)
+    monkeypatch.setattr(linear_module, "MIN_MULTIPLY_ADDS", 0)
 
 
 @pytest.mark.parametrize("shape", [(7, 5, 96), (13, 96)])
@@ -58,12 +59,22 @@ def test_mm_and_weight_grad_match_torch(onednn_route):
 
 
 def test_route_is_float32_cpu_without_autocast_only(onednn_route):
-    x = torch.randn(4, 8)
-    assert routed(x)
-    assert not routed(x.bfloat16())
+    x, w = torch.randn(4, 8), torch.randn(8, 3)
+    assert routed(x, w, 96)
+    assert not routed(x.bfloat16(), w.bfloat16(), 96)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        assert not routed(x)
-        assert linear(x, torch.randn(3, 8)).dtype == torch.bfloat16  # autocast's own bf16 product
+        assert not routed(x, w, 96)
+        assert linear(x, w.t()).dtype == torch.bfloat16  # autocast's own bf16 product
+
+
+def test_small_products_stay_with_torch(monkeypatch):
+    """A oneDNN call costs more than MKL's whole product below MIN_MULTIPLY_ADDS."""
+    monkeypatch.setattr(linear_module, "fp32_gemm_prefers_onednn", lambda: True)
+    w = torch.randn(384, 128, requires_grad=True)
+    small, big = torch.randn(8, 128), torch.randn(256, 128)  # 0.4 M and 12.6 M multiply-adds
+    assert not routed(small, w.t(), 8 * 128 * 384) and routed(big, w.t(), 256 * 128 * 384)
+    assert type(linear(small, w).grad_fn).__name__ == "MmBackward0"  # F.linear without bias
+    assert type(linear(big, w).grad_fn).__name__ == "_OneDNNLinearBackward"
 
 
 def test_flop_counter_counts_the_onednn_products(onednn_route, monkeypatch):
@@ -95,6 +106,7 @@ def test_training_step_through_onednn_matches_the_default_route(kind, monkeypatc
         return loss.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
 
     monkeypatch.setattr(linear_module, "fp32_gemm_prefers_onednn", lambda: True)
+    monkeypatch.setattr(linear_module, "MIN_MULTIPLY_ADDS", 0)
     loss, grads = loss_and_grads()
     monkeypatch.setattr(linear_module, "fp32_gemm_prefers_onednn", lambda: False)
     want_loss, want_grads = loss_and_grads()
