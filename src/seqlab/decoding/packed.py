@@ -30,8 +30,8 @@ from seqlab.hardware import fp32_gemm_prefers_onednn, has_fast_bf16
 
 ROWS_HINT = 64  # the reorder is tuned for this many rows; any number works
 # A packed float32 product loses to MKL's for small weights and few rows (oneDNN's call costs
-# ~10 µs more: 1 × 128 × 384, 4 µs MKL, 14 µs packed); from 256 × 768 on it wins at 8 rows.
-FP32_MIN_PACKED = 256 * 512
+# ~10 µs more: 1 × 128 × 384, 4 µs MKL, 14 µs packed); at 8 rows × 256 × 768 it wins, 22 vs 35 µs.
+FP32_MIN_PACKED = 256 * 256
 
 
 def can_pack(model: nn.Module) -> bool:
