@@ -14,7 +14,7 @@ Training (target tokens/s of the fastest timed step, Adam, label smoothing 0.1):
 wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
-start of the same run. Decoding (generated tokens/s of the fastest of 3 runs, 64 sentences of 32 tokens, up to 32 new
+start of the same run (the faster of ``torch.mm`` and oneDNN's linear). Decoding (generated tokens/s of the fastest of 3 runs, 64 sentences of 32 tokens, up to 32 new
 tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8), Hugging Face ``generate``
 (fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
 ``seqlab.export.to_ctranslate2`` (greedy outputs compared token for token).
@@ -270,13 +270,14 @@ def main() -> None:
     parser.add_argument("--worker", nargs="*")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    from seqlab.hardware import cpu_model
     if args.worker:
         kind, impl, size, precision, extra = args.worker
         result = (train_worker(impl, size, precision, int(extra)) if kind == "train"
                   else decode_worker(impl, size, precision, int(extra)))
         print(json.dumps(result))
         return
+
+    from seqlab.hardware import cpu_model
 
     by_library = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     peaks = {precision: max(found.values()) for precision, found in by_library.items()}
