@@ -46,7 +46,9 @@ class _OutputCrossEntropy(torch.autograd.Function):
         N, C = hidden.shape  # (N, C) hidden states, weight (V, C), target (N,)
         V = master_weight.size(0)
         weight = master_weight.to(hidden.dtype)  # cast here, once: ∂L/∂W goes back in float32 unrounded
-        rows = min(N, max(16, 2**21 // V))  # ~8 MB of float32 logits per chunk
+        # ~16 MB of float32 logits per chunk: loss forward + backward, 4,096 × 512 → 8,000, two Zen 5
+        # cores: 8 MB chunks 374-451 ms (fp32) / 188-201 ms (bf16), 16 MB 320-340 / 182-187 ms
+        rows = min(N, max(16, 2**22 // V))
         eps = label_smoothing
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_grad else None
