@@ -56,8 +56,8 @@ def fp32_gemm_prefers_onednn() -> bool:
 
     PyTorch's CPU builds multiply float32 matrices with MKL, which runs its AVX-512 kernels only
     on Intel processors; on AMD's AVX-512 cores (Zen 4, Zen 5) it takes the AVX2 ones, at about
-    half of what oneDNN, also inside PyTorch, reaches on the same cores (2 Zen 5 cores,
-    4096 × 512 × 2048: 180-220 vs 330-510 GFLOP/s; benchmarks/RESULTS.md). CTranslate2 makes the
+    half of what oneDNN, also inside PyTorch, reaches on the same cores (2 Zen 5 cores, the
+    training products at 4,096 rows: 180-220 vs 330-510 GFLOP/s; benchmarks/RESULTS.md). CTranslate2 makes the
     same choice for AMD. Intel CPUs and CPUs without AVX-512 keep MKL.
     """
     return (cpu_vendor() == "AuthenticAMD" and "avx512f" in cpu_flags()
