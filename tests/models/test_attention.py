@@ -3,6 +3,7 @@ import torch
 from torch import nn
 
 from seqlab.models.attention import (
+    CACHE_ROOM_STEP,
     MultiHeadAttention,
     causal_mask,
     scaled_dot_product_attention,
@@ -155,8 +156,56 @@ def test_fused_projections_give_the_same_attention_and_share_the_weights():
     torch.testing.assert_close(mha(x, memory, memory)[0], want_cross)
     got_step, got_cache = mha.extend(x[:, :5], None, 0)
     torch.testing.assert_close(got_step, want_step)
-    torch.testing.assert_close(got_cache, want_cache)
+    torch.testing.assert_close([c[:, :, :5] for c in got_cache], [c[:, :, :5] for c in want_cache])  # filled part
     with torch.no_grad():
         mha.k_proj.weight.mul_(2)  # a change to one view shows in the fused matrix
     torch.testing.assert_close(mha.kv_proj.weight[:32], mha.k_proj.weight)
     assert mha.qkv_proj.weight.untyped_storage().data_ptr() == mha.v_proj.weight.untyped_storage().data_ptr()
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_incremental_attention_equals_causal_attention_and_keeps_room_where_views_are_fast(dtype):
+    """extend() one position at a time after a prompt gives the rows of full causal attention.
+    A float32 cache keeps room and grows a few times, not at every step; a CPU bfloat16 cache is
+    re-made at its exact size (its products run faster on contiguous K, V)."""
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval().to(dtype)
+    x = torch.randn(3, 40, 32, dtype=dtype)
+    with torch.no_grad():
+        want = mha(x, x, x, is_causal=True)[0]  # (B, T, C)
+        out, cache = mha.extend(x[:, :5], None, 0)  # a prompt of 5
+        tol = dict(atol=1e-5, rtol=1e-4) if dtype == torch.float32 else dict(atol=4e-2, rtol=4e-2)
+        torch.testing.assert_close(out, want[:, :5], **tol)
+        new_buffers = 0  # steps that moved the cache to a new tensor (the old one is alive until then)
+        for t in range(5, 40):
+            before = cache[0].data_ptr()
+            out, cache = mha.extend(x[:, t : t + 1], cache, t)
+            torch.testing.assert_close(out[:, 0], want[:, t], **tol)
+            new_buffers += cache[0].data_ptr() != before
+    if dtype == torch.float32:
+        assert cache[0].size(2) >= 40 and cache[0].size(2) % CACHE_ROOM_STEP == 0
+        assert new_buffers <= 3  # 35 steps: grew at most three times
+    else:
+        assert cache[0].size(2) == 40 and new_buffers == 35
+
+
+def test_beam_reorder_of_a_cache_with_room_reuses_the_previous_buffers():
+    """DecoderCache.index_select gathers each survivor's K, V; a cache with room is gathered into
+    the buffers the previous reorder left (no fresh tensors per beam step)."""
+    from seqlab.models.interface import DecoderCache
+
+    torch.manual_seed(0)
+    keys, values = torch.randn(6, 2, 16, 4), torch.randn(6, 2, 16, 4)  # room for 16, 5 filled
+    cache = DecoderCache(position=5, self_kv=[(keys.clone(), values.clone())])
+    first_buffer = cache.self_kv[0][0].data_ptr()
+    rows = torch.tensor([1, 1, 0, 5, 3, 2])
+    once = cache.index_select(rows)
+    torch.testing.assert_close(once.self_kv[0][0][:, :, :5], keys[rows, :, :5])
+    torch.testing.assert_close(once.self_kv[0][1][:, :, :5], values[rows, :, :5])
+    twice = once.index_select(rows)
+    torch.testing.assert_close(twice.self_kv[0][0][:, :, :5], keys[rows][rows, :, :5])
+    assert twice.self_kv[0][0].data_ptr() == first_buffer  # written into the first cache's buffer
+    exact = DecoderCache(position=5, self_kv=[(keys[:, :, :5].contiguous(), values[:, :, :5].contiguous())])
+    moved = exact.index_select(rows)  # a cache of exactly the filled size: one position of room
+    assert moved.self_kv[0][0].size(2) == 6
+    torch.testing.assert_close(moved.self_kv[0][0][:, :, :5], keys[rows, :, :5])

@@ -109,6 +109,22 @@ def written_out_is_faster(q: torch.Tensor, k: torch.Tensor) -> bool:
     return q.dtype == torch.bfloat16 or (q.size(-2) <= 8 and not torch.is_grad_enabled())
 
 
+CACHE_ROOM_STEP = 16  # a key/value cache with room grows to a multiple of this many positions
+
+
+def cache_with_room_is_faster(k: torch.Tensor) -> bool:
+    """Whether a key/value cache should keep room for later steps (read through views) rather
+    than be re-made at its exact size each step (:meth:`MultiHeadAttention.extend`).
+
+    Room wins except for bfloat16 on CPU. Two Zen 5 cores, 64 sentences × 8 heads of 64, 32
+    cached positions, Q Kᵀ for one query: float32 72 µs on contiguous keys, 74 µs on a view of a
+    48-position buffer; bfloat16 88 vs 319 µs. A float32 cache re-made each step is a fresh
+    multi-MB tensor, paged in at every step: in a greedy decoding of the small benchmark model
+    (6 layers) the appends took 29% of the time, more than the attention they fed.
+    """
+    return not (k.device.type == "cpu" and k.dtype == torch.bfloat16)
+
+
 def causal_mask(length: int, device: torch.device | None = None) -> torch.Tensor:
     """(T, T) boolean mask, True on and below the diagonal: position t sees positions ≤ t."""
     return torch.ones(length, length, dtype=torch.bool, device=device).tril()
@@ -225,23 +241,45 @@ class MultiHeadAttention(nn.Module):
                ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Incremental self-attention: new positions x (N, t, C) attend to the ``filled`` cached
         positions of ``past`` K, V (N, H, ≥ filled, d_k) and to themselves. Returns (N, t, C) and
-        the cache with the new K, V.
+        the cache with the new K, V at positions ``filled`` … ``filled + t − 1``.
 
         No look-ahead mask for one new position: its future is not there yet. Several new
-        positions at once (a prompt) are causal among themselves. The new K, V go into free room
-        at the end of ``past`` when it has some (beam search's reorder leaves one position), and
-        are appended with ``torch.cat`` otherwise. Either way the cache stays contiguous: the
-        products that read it every step run about twice as fast on contiguous K, V as on views
-        of a larger preallocated buffer, which outweighs the copy (CPU, bf16).
+        positions at once (a prompt) are causal among themselves. The new K, V are written in
+        place when ``past`` has room for them; otherwise the cache grows, in one of two ways
+        (:func:`cache_with_room_is_faster`): into a larger buffer with room for later steps,
+        which attention reads through a view of its filled part (no copy per step, no fresh
+        memory to page in), or, for CPU bfloat16, by ``torch.cat`` into a tensor of exactly the
+        filled size, because bf16 products on views of a larger buffer run 1.5–3.5× slower than
+        on contiguous K, V, which outweighs the copy. A cache passed in is consumed: its buffers
+        may be written by this step.
         """
         q, k, v = self._project(x, self.q_proj, self.k_proj, self.v_proj)  # (N, H, t, d_k) each
-        if past is not None and past[0].size(2) == filled + x.size(1):  # room for exactly these
-            past[0][:, :, filled:], past[1][:, :, filled:] = k, v
-            k, v = past
-        elif past is not None:
-            k, v = torch.cat([past[0][:, :, :filled], k], dim=2), torch.cat([past[1][:, :, :filled], v], dim=2)
-        out, _ = self.attend(q, k, v, is_causal=past is None and x.size(1) > 1)
-        return out, (k, v)  # (N, t, C), K and V (N, H, filled + t, d_k)
+        T = filled + x.size(1)
+        if past is not None and past[0].size(2) >= T:  # room for these positions
+            past[0][:, :, filled:T], past[1][:, :, filled:T] = k, v
+            cache = past
+        elif not cache_with_room_is_faster(k):
+            cache = (k, v) if past is None else tuple(torch.cat([p[:, :, :filled], new], dim=2)
+                                                      for p, new in ((past[0], k), (past[1], v)))
+        else:
+            cache = tuple(self._grown(p, new, filled) for p, new in ((None if past is None else past[0], k),
+                                                                     (None if past is None else past[1], v)))
+        keys, values = (c if c.size(2) == T else c[:, :, :T] for c in cache)  # (N, H, T, d_k) each
+        out, _ = self.attend(q, keys, values, is_causal=past is None and x.size(1) > 1)
+        return out, cache  # (N, t, C), K and V (N, H, ≥ filled + t, d_k)
+
+    @staticmethod
+    def _grown(past: torch.Tensor | None, new: torch.Tensor, filled: int) -> torch.Tensor:
+        """A buffer (N, H, capacity, d_k) holding ``past``'s first ``filled`` positions, then ``new``,
+        with room for about half as many again (so a long generation re-copies its cache a few
+        times, not once per step)."""
+        T = filled + new.size(2)
+        capacity = CACHE_ROOM_STEP * math.ceil(1.5 * T / CACHE_ROOM_STEP)
+        buffer = new.new_empty(new.size(0), new.size(1), capacity, new.size(3))
+        if past is not None:
+            buffer[:, :, :filled] = past[:, :, :filled]
+        buffer[:, :, filled:T] = new
+        return buffer
 
     def attend(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                is_causal: bool = False, need_weights: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:

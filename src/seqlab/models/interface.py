@@ -63,33 +63,43 @@ class DecoderCache:
     self_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: K, V (N, H, ≥ t, d_k)
     cross_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # per layer: encoder K, V (N, H, S, d_k)
     state: tuple[torch.Tensor, ...] | None = None  # RNN decoders: the state after the last token
+    spare_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # buffers the next reorder may write into
 
     def index_select(self, index: torch.Tensor, same_sources: bool = False) -> "DecoderCache":
         """Keep rows ``index``: beam search moves each surviving hypothesis's memory along with it.
 
         ``same_sources``: every row moves to a row of the same source sentence (beams of one
         sentence trading places), so the encoder's K/V, identical across those rows, stay put:
-        the copy that otherwise costs half of a beam step is skipped.
+        the copy that otherwise costs half of a beam step is skipped. The cache passed in is
+        consumed (its buffers become the next reorder's destination).
         """
         pick = lambda pairs: None if pairs is None else [(k.index_select(0, index), v.index_select(0, index))  # noqa: E731
                                                          for k, v in pairs]
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
         cross = self.cross_kv if same_sources else pick(self.cross_kv)
-        return DecoderCache(self.position, self._moved_self_kv(index), cross, state)
+        self_kv, spare = self._moved_self_kv(index)
+        return DecoderCache(self.position, self_kv, cross, state, spare)
 
-    def _moved_self_kv(self, index: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]] | None:
-        """Self-attention K, V of rows ``index``, gathered into tensors one position longer.
+    def _moved_self_kv(self, index: torch.Tensor):
+        """Self-attention K, V of rows ``index``, and the buffers to reuse at the next reorder.
 
-        The next step writes its K, V into that last free position in place (see
-        ``MultiHeadAttention.extend``), so the cache is copied once per beam step, not twice
-        (a reorder here and a ``torch.cat`` there).
+        A cache with room (``MultiHeadAttention.extend``) is gathered into a spare buffer of the
+        same shape, the one the previous reorder left, and the buffer it leaves becomes the next
+        spare: beam search then reorders without making fresh tensors, which on CPU must be paged
+        in at every step. A cache of exactly the filled size (CPU bfloat16) is gathered into
+        tensors one position longer, whose last position the next step fills in place: copied
+        once per beam step, not twice (a reorder here and a ``torch.cat`` there).
         """
         if self.self_kv is None or self.self_kv[0] is None:
-            return self.self_kv
+            return self.self_kv, None
+        spares = self.spare_kv or [(None, None)] * len(self.self_kv)
 
-        def moved(t: torch.Tensor) -> torch.Tensor:  # (N, H, position, d_k) → (N, H, position + 1, d_k)
-            room = t.new_empty(index.numel(), t.size(1), self.position + 1, t.size(3))
+        def moved(t: torch.Tensor, spare: torch.Tensor | None) -> torch.Tensor:  # (N, H, ≥ position, d_k)
+            size = (index.numel(), t.size(1), max(t.size(2), self.position + 1), t.size(3))
+            room = spare if spare is not None and spare.shape == size else t.new_empty(size)
             torch.index_select(t[:, :, : self.position], 0, index, out=room[:, :, : self.position])
-            return room  # the last position left free
+            return room
 
-        return [(moved(k), moved(v)) for k, v in self.self_kv]
+        self_kv = [(moved(k, sk), moved(v, sv)) for (k, v), (sk, sv) in zip(self.self_kv, spares)]
+        keeps_room = self.self_kv[0][0].size(2) > self.position
+        return self_kv, (self.self_kv if keeps_room else None)

@@ -120,7 +120,7 @@ class GPT(nn.Module):
             kvs.append(kv)
         x = self.norm(x[:, -1])
         logits = self.project(x)  # (N, V)
-        return logits, DecoderCache(cache.position + T, kvs)
+        return logits, DecoderCache(cache.position + T, kvs, spare_kv=cache.spare_kv)
 
     def forward(self, src: torch.Tensor | None, tgt_in: torch.Tensor, features_only: bool = False) -> torch.Tensor:
         return self.decode(tgt_in, features_only=features_only)

@@ -239,7 +239,8 @@ class Transformer(nn.Module):
             y, kv = layer.step(y, past, cache.position, cross, mask)
             self_kv.append(kv)
         logits = self.project(self.decoder_norm(y))[:, -1]  # (N, V)
-        return logits, DecoderCache(cache.position + new_tokens.size(1), self_kv, cache.cross_kv)
+        return logits, DecoderCache(cache.position + new_tokens.size(1), self_kv, cache.cross_kv,
+                                    spare_kv=cache.spare_kv)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, features_only: bool = False) -> torch.Tensor:
         """Teacher forcing: logits (B, T, V) for every target position in one pass (or the hidden
