@@ -25,6 +25,7 @@ from seqlab.config import GPTConfig, RNNLMConfig
 from seqlab.models.attention import MultiHeadAttention
 from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache
+from seqlab.models.layer_norm import LayerNorm, to_compute_dtype
 from seqlab.models.linear import Linear, linear
 from seqlab.models.seq2seq import RNNDecoder
 from seqlab.models.transformer import FeedForward, Sublayer
@@ -68,7 +69,7 @@ class GPT(nn.Module):
         self.pos_embed = nn.Embedding(cfg.max_positions, cfg.d_model)
         self.drop = Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
-        self.norm = nn.LayerNorm(cfg.d_model)
+        self.norm = LayerNorm(cfg.d_model)
         self.head = None if cfg.tie_output else Linear(cfg.d_model, tgt_vocab_size, bias=False)
         # GPT-2's initialisation: N(0, 0.02), with the projections into the residual stream scaled
         # down by 1/√(2·n_layers) so the stream's variance does not grow with depth.
@@ -89,7 +90,7 @@ class GPT(nn.Module):
         if T > self.max_positions:
             raise ValueError(f"sequence of {T} tokens is longer than model.max_positions ({self.max_positions})")
         positions = torch.arange(T, device=tokens.device)
-        x = self.drop(self.tok_embed(tokens) + self.pos_embed(positions))  # (B, T, C)
+        x = self.drop(to_compute_dtype(self.tok_embed(tokens) + self.pos_embed(positions)))  # (B, T, C)
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)  # (B, T, C)
@@ -113,7 +114,7 @@ class GPT(nn.Module):
             raise ValueError(f"sequence of {cache.position + T} tokens is longer than model.max_positions "
                              f"({self.max_positions})")
         positions = torch.arange(cache.position, cache.position + T, device=new_tokens.device)
-        x = self.drop(self.tok_embed(new_tokens) + self.pos_embed(positions))  # (N, t, C)
+        x = self.drop(to_compute_dtype(self.tok_embed(new_tokens) + self.pos_embed(positions)))  # (N, t, C)
         kvs = []
         for block, past in zip(self.blocks, cache.self_kv):
             x, kv = block.step(x, past, cache.position)

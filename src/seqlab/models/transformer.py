@@ -19,6 +19,7 @@ from seqlab.config import TransformerConfig
 from seqlab.models.attention import MultiHeadAttention
 from seqlab.models.dropout import Dropout
 from seqlab.models.interface import DecoderCache, EncoderOutput
+from seqlab.models.layer_norm import LayerNorm, to_compute_dtype
 from seqlab.models.linear import Linear, linear
 
 
@@ -75,7 +76,7 @@ class Sublayer(nn.Module):
 
     def __init__(self, d_model: int, dropout: float, pre_norm: bool):
         super().__init__()
-        self.norm = nn.LayerNorm(d_model)
+        self.norm = LayerNorm(d_model)  # under bf16 autocast the residual stream stays bf16
         self.dropout = Dropout(dropout)
         self.pre_norm = pre_norm
 
@@ -166,8 +167,8 @@ class Transformer(nn.Module):
         self.decoder_layers = nn.ModuleList(DecoderLayer(cfg) for _ in range(cfg.n_decoder_layers))
         # Pre-LN leaves the residual stream un-normalised, so each stack ends with a LayerNorm.
         pre = cfg.layer_norm == "pre"
-        self.encoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
-        self.decoder_norm = nn.LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.encoder_norm = LayerNorm(cfg.d_model) if pre else nn.Identity()
+        self.decoder_norm = LayerNorm(cfg.d_model) if pre else nn.Identity()
         self.output_proj = None if cfg.tie_output else Linear(cfg.d_model, tgt_vocab_size, bias=False)
         self._init_weights()
 
@@ -189,7 +190,7 @@ class Transformer(nn.Module):
         if start + T > self.max_positions:
             raise ValueError(f"sequence of {start + T} tokens is longer than model.max_positions ({self.max_positions})")
         x = table(tokens) * math.sqrt(self.cfg.d_model) + self.positions(T, start)  # (B, T, C)
-        return self.embed_dropout(x)
+        return self.embed_dropout(to_compute_dtype(x))  # the residual stream starts here (bf16 under bf16 autocast)
 
     def encode(self, src: torch.Tensor) -> EncoderOutput:
         """src: (B, S) token ids, right-padded with <pad> → memory (B, S, C)."""
