@@ -2,7 +2,7 @@ import pytest
 import torch
 from torch import nn
 
-from seqlab.models.dropout import Dropout, dropout, keep_mask, random_words
+from seqlab.models.dropout import Dropout, dropout, keep_mask, random_words, relu_dropout, residual_dropout
 
 
 @pytest.mark.parametrize("p", [0.1, 0.3, 0.5])
@@ -71,3 +71,31 @@ def test_drops_as_often_as_nn_dropout():
     ours = (Dropout(0.1)(x) == 0).float().mean().item()
     theirs = (nn.Dropout(0.1)(x) == 0).float().mean().item()
     assert ours == pytest.approx(theirs, abs=0.004)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_fused_residual_and_relu_dropout_equal_the_separate_steps(dtype):
+    """residual + Dropout(x) and Dropout(ReLU(x)) fused: same mask for the same seed, same values
+    and the same gradients as the separate operations; plain ops in eval."""
+    tol = dict(atol=1e-6, rtol=1e-6) if dtype == torch.float32 else dict(atol=1e-2, rtol=1e-2)
+    for fused, separate in ((lambda r, x: residual_dropout(r, x, 0.3), lambda r, x: r + dropout(x, 0.3)),
+                            (lambda r, x: relu_dropout(x, 0.3), lambda r, x: dropout(torch.relu(x), 0.3))):
+        results = []
+        for f in (fused, separate):
+            torch.manual_seed(0)
+            r = torch.randn(16, 40).to(dtype).requires_grad_()
+            x = torch.randn(16, 40).to(dtype).requires_grad_()
+            upstream = torch.randn(16, 40).to(dtype)
+            torch.manual_seed(7)
+            out = f(r, x)
+            (out * upstream).sum().backward()
+            results.append((out, x.grad, r.grad))
+        (out, gx, gr), (want, want_gx, want_gr) = results
+        assert out.dtype == dtype and 0.2 < (gx == 0).float().mean() < 0.85  # some units dropped (or below 0)
+        torch.testing.assert_close(out, want, **tol)
+        torch.testing.assert_close(gx, want_gx, **tol)
+        if want_gr is not None:
+            torch.testing.assert_close(gr, want_gr, **tol)
+    r, x = torch.randn(4, 5), torch.randn(4, 5)
+    torch.testing.assert_close(residual_dropout(r, x, 0.3, training=False), r + x)
+    torch.testing.assert_close(relu_dropout(x, 0.3, training=False), torch.relu(x))

@@ -88,6 +88,45 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     return x * keep_mask(x.shape, p, x.dtype, value=1.0 / (1.0 - p))
 
 
+def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """residual + Dropout(x), the sub-layer connection, as one ``addcmul`` on CPU.
+
+    One pass and one new tensor instead of two (the dropped-out x, then the sum): every
+    multi-MB tensor made in a step is paged in afresh, so the tensors a step makes cost as much
+    as the arithmetic on them.
+    """
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return residual + dropout(x, p, training)
+    dtype = torch.promote_types(residual.dtype, x.dtype)
+    return torch.addcmul(residual.to(dtype), x.to(dtype), keep_mask(x.shape, p, dtype, value=1.0 / (1.0 - p)))
+
+
+class _ReLUDropout(torch.autograd.Function):
+    """Dropout(max(0, x)): the mask multiplies the ReLU's output in place, and the backward pass
+    needs only that output: ∂/∂x = m / (1 − p) where the output is positive, else 0. So neither
+    the mask nor a second activation-sized tensor is kept for backward (the next layer keeps
+    the output as its input anyway)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
+        out = x.clamp_min(0).mul_(keep_mask(x.shape, p, x.dtype, value=1.0 / (1.0 - p)))
+        ctx.scale = 1.0 / (1.0 - p)
+        ctx.save_for_backward(out)
+        return out
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (out,) = ctx.saved_tensors
+        return torch.ops.aten.threshold_backward(grad, out, 0).mul_(ctx.scale), None
+
+
+def relu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
+    """Dropout(ReLU(x)), the inside of the Transformer's FFN, fused on CPU (:class:`_ReLUDropout`)."""
+    if not training or p == 0.0 or x.device.type != "cpu":
+        return dropout(torch.relu(x), p, training)
+    return _ReLUDropout.apply(x, p)
+
+
 class Dropout(nn.Module):
     """Drop-in for ``nn.Dropout`` using :func:`dropout`."""
 

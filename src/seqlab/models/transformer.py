@@ -17,7 +17,7 @@ from torch import nn
 
 from seqlab.config import TransformerConfig
 from seqlab.models.attention import MultiHeadAttention
-from seqlab.models.dropout import Dropout
+from seqlab.models.dropout import Dropout, relu_dropout, residual_dropout
 from seqlab.models.interface import DecoderCache, EncoderOutput
 from seqlab.models.layer_norm import LayerNorm, to_compute_dtype
 from seqlab.models.linear import Linear, linear
@@ -64,7 +64,10 @@ class FeedForward(nn.Module):
         self.activation = F.relu if activation == "relu" else F.gelu
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.linear2(self.dropout(self.activation(self.linear1(x))))  # (B, T, C)
+        h = self.linear1(x)  # (B, T, d_ff)
+        if self.activation is F.relu:  # max(0, ·) and dropout in one pass
+            return self.linear2(relu_dropout(h, self.dropout.p, self.training))  # (B, T, C)
+        return self.linear2(self.dropout(self.activation(h)))  # (B, T, C)
 
 
 class Sublayer(nn.Module):
@@ -81,9 +84,10 @@ class Sublayer(nn.Module):
         self.pre_norm = pre_norm
 
     def forward(self, x: torch.Tensor, sublayer) -> torch.Tensor:
+        p, training = self.dropout.p, self.training
         if self.pre_norm:
-            return x + self.dropout(sublayer(self.norm(x)))
-        return self.norm(x + self.dropout(sublayer(x)))
+            return residual_dropout(x, sublayer(self.norm(x)), p, training)
+        return self.norm(residual_dropout(x, sublayer(x), p, training))
 
 
 class EncoderLayer(nn.Module):
