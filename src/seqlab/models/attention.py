@@ -119,8 +119,9 @@ def cache_with_room_is_faster(k: torch.Tensor) -> bool:
     Room wins except for bfloat16 on CPU. Two Zen 5 cores, 64 sentences × 8 heads of 64, 32
     cached positions, Q Kᵀ for one query: float32 72 µs on contiguous keys, 74 µs on a view of a
     48-position buffer; bfloat16 88 vs 319 µs. A float32 cache re-made each step is a fresh
-    multi-MB tensor, paged in at every step: in a greedy decoding of the small benchmark model
-    (6 layers) the appends took 29% of the time, more than the attention they fed.
+    multi-MB tensor, paged in at every step: in an int8 greedy decoding of the small benchmark
+    model (6 layers) the appends took 29% of torch.profiler's self-CPU time, more than the
+    attention they fed.
     """
     return not (k.device.type == "cpu" and k.dtype == torch.bfloat16)
 

@@ -10,8 +10,8 @@ and float32 element-wise work (dropout, residual adds) at twice the memory traff
 bfloat16 autocast :class:`LayerNorm` keeps its input's dtype instead, as Megatron-LM does by
 default (``fp32_residual_connection`` off): the mean and variance are still accumulated in
 float32 inside the kernel, γ and β stay float32 master weights with float32 gradients, but the
-output is bfloat16. Small benchmark model, bf16 training step, two Zen 5 cores: 7-15% faster
-(benchmarks/RESULTS.md). float16 (CUDA, with a gradient scaler) keeps autocast's float32
+output is bfloat16. Small benchmark model, bf16 training step, two Zen 5 cores, alternated with
+the float32 stream in one process: 1,794 → 1,885 tok/s (fastest of 6; benchmarks/RESULTS.md). float16 (CUDA, with a gradient scaler) keeps autocast's float32
 residual: its narrower range would not hold a deep pre-LN stream.
 
 :func:`to_compute_dtype` is the other half: it moves the embeddings into bfloat16 where the
@@ -25,18 +25,15 @@ import torch.nn.functional as F
 from torch import nn
 
 
-def bf16_autocast_dtype(x: torch.Tensor) -> torch.dtype | None:
-    """torch.bfloat16 while bfloat16 autocast is on for x's device, else None."""
+def bf16_autocast_on(x: torch.Tensor) -> bool:
+    """Whether bfloat16 autocast is on for x's device."""
     device = x.device.type
-    if torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16:
-        return torch.bfloat16
-    return None
+    return torch.is_autocast_enabled(device) and torch.get_autocast_dtype(device) == torch.bfloat16
 
 
 def to_compute_dtype(x: torch.Tensor) -> torch.Tensor:
     """x in bfloat16 under bfloat16 autocast (where a residual stream starts), else unchanged."""
-    dtype = bf16_autocast_dtype(x)
-    return x if dtype is None else x.to(dtype)
+    return x.to(torch.bfloat16) if bf16_autocast_on(x) else x
 
 
 class LayerNorm(nn.LayerNorm):
@@ -44,8 +41,7 @@ class LayerNorm(nn.LayerNorm):
     float32 γ and β); elsewhere exactly ``nn.LayerNorm``."""
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        dtype = bf16_autocast_dtype(x)
-        if dtype is None:
+        if not bf16_autocast_on(x):
             return super().forward(x)
         with torch.autocast(x.device.type, enabled=False):  # autocast would run it in float32
-            return F.layer_norm(x.to(dtype), self.normalized_shape, self.weight, self.bias, self.eps)  # (…, C)
+            return F.layer_norm(x.to(torch.bfloat16), self.normalized_shape, self.weight, self.bias, self.eps)  # (…, C)
