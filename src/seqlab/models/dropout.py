@@ -76,6 +76,11 @@ def keep_mask(shape: torch.Size, p: float, dtype: torch.dtype = torch.bool, valu
     return mask if value == 1.0 else mask.mul_(value)
 
 
+def scaled_keep_mask(x: torch.Tensor, p: float, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """m / (1 − p) for x's shape, in ``dtype`` (x's own by default): 0 or 1 / (1 − p) per unit."""
+    return keep_mask(x.shape, p, dtype or x.dtype, value=1.0 / (1.0 - p))
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Zero each element with probability p and scale the rest by 1 / (1 − p) (identity unless training)."""
     if not training or p == 0.0:
@@ -85,7 +90,7 @@ def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     # x · m/(1 − p) with the scaled mask made in x's own dtype: then forward and backward are one
     # plain product each (``where`` or a product with the bool mask run 2-3× slower), and autograd
     # keeps only the mask.
-    return x * keep_mask(x.shape, p, x.dtype, value=1.0 / (1.0 - p))
+    return x * scaled_keep_mask(x, p)
 
 
 def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
@@ -98,7 +103,7 @@ def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training
     if not training or p == 0.0 or x.device.type != "cpu":
         return residual + dropout(x, p, training)
     dtype = torch.promote_types(residual.dtype, x.dtype)
-    return torch.addcmul(residual.to(dtype), x.to(dtype), keep_mask(x.shape, p, dtype, value=1.0 / (1.0 - p)))
+    return torch.addcmul(residual.to(dtype), x.to(dtype), scaled_keep_mask(x, p, dtype))
 
 
 class _ReLUDropout(torch.autograd.Function):
@@ -109,7 +114,7 @@ class _ReLUDropout(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x: torch.Tensor, p: float) -> torch.Tensor:
-        out = x.clamp_min(0).mul_(keep_mask(x.shape, p, x.dtype, value=1.0 / (1.0 - p)))
+        out = x.clamp_min(0).mul_(scaled_keep_mask(x, p))
         ctx.scale = 1.0 / (1.0 - p)
         ctx.save_for_backward(out)
         return out
