@@ -1,5 +1,5 @@
 """Weights packed once for the CPU's matrix units decode like the model itself (bf16 exactly; fp32 where
-oneDNN beats MKL, to float32 rounding)."""
+oneDNN beats MKL, to float32 rounding); int8 layers compute the quantized product they promise."""
 
 import pytest
 import torch
@@ -8,11 +8,11 @@ from torch.nn import functional as F
 
 import seqlab.decoding.packed as packed_module
 from seqlab.config import MODEL_CONFIGS
-from seqlab.decoding.packed import PackedLinear, can_pack, pack_linears
+from seqlab.decoding.packed import Int8Linear, PackedLinear, can_pack, can_quantize, pack_linears
 from seqlab.decoding.sampling import generate
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.models import build_model
-from seqlab.hardware import fp32_gemm_prefers_onednn
+from seqlab.hardware import fp32_gemm_prefers_onednn, has_fast_bf16
 from seqlab.runs import for_inference
 from tests.conftest import TINY_MODELS
 from tests.decoding.test_search import sources
@@ -125,3 +125,67 @@ def test_small_fp32_weights_stay_unpacked():
     pack_linears(model)
     assert isinstance(model[0], nn.Linear) and isinstance(model[1], PackedLinear)
 
+
+
+needs_int8 = pytest.mark.skipif(not can_quantize(nn.Linear(2, 2)),
+                                reason="needs torch's oneDNN int8 linear and a CPU with int8 dot products (VNNI)")
+
+
+def quantized_reference(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+    """The product Int8Linear promises, written out in float32: W ≈ s_w ⊙ W_q per output row,
+    x ≈ s_x (x_q − z) over the whole tensor with 0 inside its range."""
+    w_scale = weight.abs().amax(dim=1, keepdim=True) / 127
+    w = torch.round(weight / w_scale) * w_scale
+    x = x.float()
+    low, high = min(x.min().item(), 0.0), max(x.max().item(), 0.0)
+    scale = (high - low) / 255
+    zero_point = round(-low / scale)
+    x = (torch.clamp(torch.round(x / scale) + zero_point, 0, 255) - zero_point) * scale
+    return F.linear(x, w, bias)
+
+
+@needs_int8
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_int8_linear_computes_the_quantized_product(dtype):
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80).to(dtype)  # the output comes back in the weight's dtype, whatever x's
+    for shape in [(1, 48), (7, 3, 48), (200, 1, 48)]:
+        # float32 inputs, signed and ≥ 0 (as after a ReLU), and inputs in the layer's own dtype
+        for x in (torch.randn(shape), torch.randn(shape).relu(), torch.randn(shape).to(dtype)):
+            for layer, bias in ((Int8Linear.of(linear), linear.bias), (Int8Linear(linear.weight, None), None)):
+                got = layer(x)
+                assert got.dtype == dtype and got.shape == (*shape[:-1], 80)
+                weight, bias = linear.weight.detach().float(), None if bias is None else bias.detach().float()
+                want = quantized_reference(x, weight, bias)
+                error = (got.float() - want).norm() / want.norm()
+                assert error < (1e-2 if dtype == torch.bfloat16 else 1e-3), error  # bf16 output rounding
+                exact = F.linear(x.float(), weight, bias)
+                assert (got.float() - exact).norm() / exact.norm() < 0.03  # and int8 stays close to the float product
+    assert layer.dense is None and layer.packed is not None  # the int8 copy replaced the plain weight
+    assert layer(torch.empty(0, 48)).shape == (0, 80) and layer(torch.empty(0, 48)).dtype == dtype
+
+
+@needs_int8
+@pytest.mark.parametrize("kind", ["transformer", "gpt", "rnn_seq2seq", "rnn_lm", "classifier", "vector_to_seq"])
+def test_int8_inference_copy_runs_every_product_in_int8_and_stays_close(kind):
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIGS[kind](**TINY_MODELS[kind]), 20, 20).eval()
+    int8 = for_inference(model, "int8")
+    assert not any(isinstance(m, nn.Linear) for m in int8.modules())
+    assert any(isinstance(m, Int8Linear) for m in int8.modules())
+    compute = torch.bfloat16 if has_fast_bf16(torch.device("cpu")) else torch.float32  # everything between products
+    assert {p.dtype for p in int8.parameters()} == {compute}
+    assert {p.dtype for p in model.parameters()} == {torch.float32}  # the model passed in is untouched
+    src = sources([5, 9, 3, 7], seed=1)
+    inputs = {"gpt": (None, src), "rnn_lm": (None, src), "classifier": (src,),
+              "vector_to_seq": (torch.randn(4, 40), src)}.get(kind, (src, src))
+    want, got = model(*inputs), int8(*inputs)
+    assert got.dtype == compute
+    assert (got.float() - want).norm() / want.norm() < 0.05
+    if kind in ("transformer", "rnn_seq2seq"):  # the cached searches run in the int8 copy too
+        for search in (greedy_search, lambda m, s: beam_search(m, s, beam_size=3)):
+            hyps = search(int8, src)
+            assert len(hyps) == 4 and all(all(0 <= t < 20 for t in h[0].tokens) for h in hyps)
+    elif kind in ("gpt", "rnn_lm"):
+        samples = generate(int8, [5, 6, 7], max_new_tokens=8, num_samples=3, seed=1)
+        assert len(samples) == 3 and all(0 <= t < 20 for sample in samples for t in sample)

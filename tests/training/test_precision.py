@@ -6,12 +6,17 @@ import json
 import pytest
 import torch
 
-from seqlab.config import DecodeConfig, parse_config
+import seqlab.decoding.packed as packed
+from seqlab.config import MODEL_CONFIGS, DecodeConfig, parse_config
+from seqlab.decoding.packed import Int8Linear
+from seqlab.decoding.search import greedy_search
 from seqlab.errors import UserError
+from seqlab.models import build_model
 from seqlab.evaluation import translate_lines
 from seqlab.runs import for_inference, load_model
 from seqlab.training.trainer import train
-from tests.conftest import tiny_config_tree
+from tests.conftest import TINY_MODELS, tiny_config_tree
+from tests.decoding.test_search import sources
 
 
 def train_losses(run_dir):
@@ -48,11 +53,30 @@ def test_reduced_precision_inference_translates_like_fp32(reverse_data, tmp_path
         same = sum(a[0][0] == b[0][0] for a, b in zip(fp32, out))
         assert same >= 0.8 * len(lines), (precision, same)
     quantized = for_inference(m.model, "int8")
-    assert any("quantized" in type(mod).__module__ for mod in quantized.modules())
-    assert "quantized" in type(quantized.output_proj).__module__  # the tied output layer too
+    assert not any(isinstance(mod, torch.nn.Linear) for mod in quantized.modules())  # every product in int8
+    assert is_int8(quantized.output_proj)  # the tied output layer too
     assert m.model.output_proj is None  # ... while the model passed in stays tied
     assert {p.dtype for p in for_inference(m.model, "bf16").parameters()} == {torch.bfloat16}  # cast once
     assert {p.dtype for p in m.model.parameters()} == {torch.float32}  # the model passed in is untouched
+
+
+def is_int8(layer) -> bool:
+    return isinstance(layer, Int8Linear) or "quantized" in type(layer).__module__
+
+
+def test_int8_without_onednn_int8_kernels_uses_torch_dynamic_quantization(monkeypatch):
+    """Where the CPU lacks int8 dot products (or torch its oneDNN int8 linear), int8 falls back
+    to torch's dynamic quantization, around a float32 model, and still decodes like it."""
+    monkeypatch.setattr(packed, "can_quantize", lambda model: False)
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIGS["transformer"](**TINY_MODELS["transformer"]), 20, 20).eval()
+    quantized = for_inference(model, "int8")
+    assert all("quantized" in type(mod).__module__ for mod in quantized.modules() if is_int8(mod))
+    assert is_int8(quantized.output_proj) and not any(isinstance(mod, Int8Linear) for mod in quantized.modules())
+    assert {p.dtype for p in quantized.parameters()} == {torch.float32}
+    src = sources([5, 9, 3, 7], seed=1)
+    want, got = greedy_search(model, src), greedy_search(quantized, src)
+    assert sum(a[0].tokens == b[0].tokens for a, b in zip(want, got)) >= 3
 
 
 def test_fp16_needs_cuda(reverse_data, tmp_path):
