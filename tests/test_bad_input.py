@@ -128,3 +128,15 @@ def test_truncated_checkpoint_is_a_clear_error(trained_run, capsys, monkeypatch)
     (trained_run / BEST).write_bytes(data[: len(data) // 2])
     code, _, err = run_cli(["translate", "--ckpt", str(trained_run)], capsys, stdin="a b\n", monkeypatch=monkeypatch)
     assert_one_line_error(code, err, "not a readable seqlab checkpoint", "truncated or corrupt")
+
+
+def test_evaluate_precision_list_errors(trained_run, reverse_data, tmp_path, capsys):
+    args = ["evaluate", "--ckpt", str(trained_run), "--src", str(reverse_data / "test.src"),
+            "--ref", str(reverse_data / "test.tgt")]
+    code, _, err = run_cli([*args, "--precision", "fp32,fp8"], capsys)
+    assert_one_line_error(code, err, "--precision 'fp8': choose fp32, bf16 or int8")
+    hyp = tmp_path / "hyp.txt"
+    hyp.write_text("kept\n")
+    code, _, err = run_cli([*args, "--precision", "bf16,int8", "--hyp", str(hyp)], capsys)
+    assert_one_line_error(code, err, "--hyp writes the outputs of one precision", "give a single --precision")
+    assert hyp.read_text() == "kept\n"  # nothing overwritten

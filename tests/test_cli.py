@@ -62,6 +62,21 @@ def test_train_translate_evaluate_end_to_end(reverse_data, tmp_path, capsys, mon
     scores = json.loads((tmp_path / "s.json").read_text())
     assert scores["ppl"] > 1 and len(scores["precisions"]) == 4 and 0 <= scores["bleu"] <= 100
 
+    # every reduced-precision mode scored beside fp32 (added first, as the reference)
+    code, out, _ = run_cli(["evaluate", "--ckpt", str(run), "--src", str(reverse_data / "test.src"),
+                            "--ref", str(reverse_data / "test.tgt"), "--precision", "int8,bf16", "--device", "cpu",
+                            "--json", str(tmp_path / "p.json")], capsys)
+    assert code == 0
+    table = out[out.index("precision "):].splitlines()
+    assert table[0].split()[:3] == ["precision", "BLEU", "vs"] and [r.split()[0] for r in table[1:4]] == \
+        ["fp32", "int8", "bf16"]
+    by_precision = json.loads((tmp_path / "p.json").read_text())["by_precision"]
+    assert list(by_precision) == ["fp32", "int8", "bf16"]
+    assert by_precision["fp32"]["bleu"] == pytest.approx(scores["bleu"])  # the same fp32 decoding as above
+    for mode, row in zip(["int8", "bf16"], table[2:4]):
+        difference = float(row.split()[2])
+        assert difference == pytest.approx(by_precision[mode]["bleu"] - by_precision["fp32"]["bleu"], abs=0.006)
+
 
 def test_info_prints_the_paper_base_parameter_count(capsys):
     from tests.models.test_transformer import expected_parameter_count

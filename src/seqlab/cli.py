@@ -52,6 +52,17 @@ def _decode_config(base, beam: Optional[int], length_penalty: Optional[float], m
         raise UserError(f"{flags.get(key, key)}: {err.errors()[0]['msg']}") from None
 
 
+def _precision_list(precision: str) -> list[str]:
+    """``--precision fp32`` or a comma-separated list; with several, fp32 comes first, the reference."""
+    modes = list(dict.fromkeys(p.strip() for p in precision.split(",") if p.strip()))
+    for mode in modes or [precision]:
+        if mode not in ("fp32", "bf16", "int8"):
+            raise UserError(f"--precision {mode!r}: choose fp32, bf16 or int8 (or several, comma-separated)")
+    if len(modes) > 1:
+        modes = ["fp32"] + [m for m in modes if m != "fp32"]
+    return modes
+
+
 def _inference_setup(device: str, precision: str, threads: Optional[int]):
     """Validate --device/--precision/--threads; returns the torch device."""
     import torch
@@ -158,16 +169,23 @@ def evaluate(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
     hyp_out: Optional[Path] = typer.Option(None, "--hyp", help="Also write the outputs to this file."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or int8 (see seqlab translate --help)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or int8 (see seqlab translate --help); "
+                                                              "several, comma-separated (fp32,bf16,int8), score each "
+                                                              "mode and print it beside fp32."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
 ):
     """Score a model on a test set: PPL; BLEU (with n-gram precisions and BP), chrF, exact match; or accuracy."""
     from seqlab.config import DataFiles
     from seqlab.data.tasks import read_split
     from seqlab.evaluation import evaluate as run_evaluation
+    from seqlab.evaluation import precision_table
     from seqlab.runs import for_inference, load_model
 
-    dev = _inference_setup(device, precision, threads)
+    precisions = _precision_list(precision)
+    if len(precisions) > 1 and hyp_out is not None:
+        raise UserError(f"--hyp writes the outputs of one precision: give a single --precision (not {precision!r})")
+    for mode in precisions:
+        dev = _inference_setup(device, mode, threads)
     loaded = load_model(ckpt, dev)
     kind, task = loaded.config.model.kind, loaded.codec.task
     if task in ("lm", "classify"):
@@ -183,13 +201,19 @@ def evaluate(
     if not corpus.tgt:
         raise UserError(f"{name}: nothing to evaluate")
     decode = _decode_config(loaded.config.decode, beam, None, None, None)
-    loaded.model = for_inference(loaded.model, precision)  # the decoding copy replaces the loaded weights
-    result = run_evaluation(loaded.model, loaded.codec, corpus, decode, dev, beam_size=decode.beam_size, name=name,
-                            precision=precision)
+    results = {}
+    for mode in precisions:  # each a decoding copy of the loaded weights, made when its turn comes
+        model = for_inference(loaded.model, mode)
+        if len(precisions) == 1:
+            loaded.model = None  # the decoding copy replaces the loaded weights
+        results[mode] = run_evaluation(model, loaded.codec, corpus, decode, dev, beam_size=decode.beam_size,
+                                       name=name, precision=mode)
+        del model
+    result = results[precisions[0]]
     step = loaded.meta.get("state", {}).get("step", "?")
     echo = typer.echo
     echo(f"{corpus.report.summary(name)}; checkpoint {loaded.path} (step {step})"
-         + (f"; beam {decode.beam_size}" if result.scores is not None else "") + f"; {precision}")
+         + (f"; beam {decode.beam_size}" if result.scores is not None else "") + f"; {', '.join(precisions)}")
     if result.ppl is not None:
         echo(f"PPL    {result.ppl:10.3f}   (exp of the mean cross-entropy, {result.loss:.4f} nats "
              f"over {result.n_targets:,} target tokens)")
@@ -206,15 +230,24 @@ def evaluate(
                  f"(cross-entropy {result.loss:.4f})")
         else:
             echo(f"MSE    {result.loss:10.4f}   over {result.n_targets:,} examples")
+    if len(results) > 1:
+        echo("\n" + precision_table(results, len(corpus.tgt)))
     if result.hypotheses is not None:
         inputs = corpus.src
+        if len(results) > 1 and show:
+            echo(f"\nexamples ({precisions[0]}):")
         for i in range(min(show, len(inputs))):
             mark = "✓" if result.hypotheses[i].strip() == corpus.tgt[i].strip() else "✗"
             echo(f"\n[{i + 1}] {mark}\n  src: {inputs[i]}\n  ref: {corpus.tgt[i]}\n  hyp: {result.hypotheses[i]}")
     if json_out is not None:
         payload = {"loss": result.loss, "n_targets": result.n_targets, "ppl": result.ppl, "accuracy": result.accuracy,
                    "checkpoint": str(loaded.path), "step": step, "beam_size": decode.beam_size,
+                   "precision": precisions[0], "seconds": result.seconds,
                    **(result.scores.as_dict() if result.scores is not None else {})}
+        if len(results) > 1:
+            payload["by_precision"] = {mode: {"loss": r.loss, "ppl": r.ppl, "accuracy": r.accuracy, "seconds": r.seconds,
+                                              **(r.scores.as_dict() if r.scores is not None else {})}
+                                       for mode, r in results.items()}
         _write_text_atomically(json_out, json.dumps(payload, indent=2) + "\n")
     if hyp_out is not None and result.hypotheses is not None:
         _write_text_atomically(hyp_out, "".join(h + "\n" for h in result.hypotheses))

@@ -9,6 +9,7 @@ Used by validation during training and by ``seqlab evaluate``.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import torch
@@ -93,6 +94,7 @@ class EvaluationResult:
     scores: TranslationScores | None = None  # BLEU, chrF, exact match: decoded sequence outputs only
     accuracy: float | None = None  # % correct: classifiers only
     hypotheses: list[str] | None = None
+    seconds: float | None = None  # wall-clock time of the decoding (classifying; for LMs, scoring) pass
 
     def metric(self, name: str) -> float:
         return {"bleu": lambda: self.scores.bleu, "accuracy": lambda: self.accuracy, "loss": lambda: self.loss}[name]()
@@ -118,21 +120,59 @@ def evaluate(model, codec: Codec, corpus: ParallelCorpus, decode: DecodeConfig, 
     for e in examples:  # evaluate every pair: truncate rather than drop what the model cannot hold
         e.src = e.src[:limit] if isinstance(e.src, list) else e.src
         e.tgt = e.tgt[: limit - 1] if isinstance(e.tgt, list) else e.tgt
+    start = time.perf_counter()
     total, n = corpus_loss(model, examples, max_tokens, device)
     loss = total / max(n, 1)
     if codec.task == "lm":
-        return EvaluationResult(loss, n, ppl=perplexity(total, n))
+        return EvaluationResult(loss, n, ppl=perplexity(total, n), seconds=time.perf_counter() - start)
+    start = time.perf_counter()
     if codec.task == "classify":
         out = classify(model, [e.src for e in examples], device, decode.batch_size)
         accuracy = None
         if codec.labels is not None:
             gold = torch.tensor([e.tgt for e in examples])
             accuracy = 100.0 * int((out.argmax(-1) == gold).sum()) / max(len(gold), 1)  # exact, not a float32 mean
-        return EvaluationResult(loss, n, accuracy=accuracy, hypotheses=[codec.prediction_text(o) for o in out])
+        return EvaluationResult(loss, n, accuracy=accuracy, hypotheses=[codec.prediction_text(o) for o in out],
+                                seconds=time.perf_counter() - start)
     hyps = [h[0][0] if h else "" for h in translate_lines(model, codec, corpus.src, decode, device,
                                                            beam_size=beam_size, precision=precision)]
+    seconds = time.perf_counter() - start
     return EvaluationResult(loss, n, ppl=perplexity(total, n), scores=score_translations(hyps, corpus.tgt),
-                            hypotheses=hyps)
+                            hypotheses=hyps, seconds=seconds)
+
+
+def precision_table(results: dict[str, EvaluationResult], n_inputs: int) -> str:
+    """Each precision's scores beside the first's (fp32), and how long its decoding took.
+
+    BLEU, chrF and exact match for sequence outputs, accuracy for classifiers, PPL for language
+    models; "vs fp32" is the difference in the headline score.
+    """
+    def row(cells: list[str]) -> str:
+        return "  ".join(f"{c:>10}" if i else f"{c:<10}" for i, c in enumerate(cells))
+
+    reference = next(iter(results.values()))
+    first = next(iter(results))
+    if reference.scores is not None:
+        header = ["precision", "BLEU", f"vs {first}", "chrF", "exact", "PPL", "decoding", "sent/s"]
+        headline = lambda r: r.scores.bleu  # noqa: E731
+        cells = lambda r: [f"{r.scores.chrf:.2f}", f"{r.scores.exact_match:.2f}%", f"{r.ppl:.3f}"]  # noqa: E731
+    elif reference.accuracy is not None:
+        header = ["precision", "accuracy", f"vs {first}", "loss", "classifying", "ex/s"]
+        headline, cells = (lambda r: r.accuracy), (lambda r: [f"{r.loss:.4f}"])
+    elif reference.ppl is None:  # regression: mean squared error
+        header = ["precision", "MSE", f"vs {first}", "scoring", "ex/s"]
+        headline, cells = (lambda r: r.loss), (lambda r: [])
+    else:
+        header = ["precision", "PPL", f"vs {first}", "scoring", "tok/s"]
+        headline, cells = (lambda r: r.ppl), (lambda r: [])
+    digits = {"PPL": 3, "MSE": 4}.get(header[1], 2)
+    lines = [row(header)]
+    for precision, r in results.items():
+        difference = "" if r is reference else f"{headline(r) - headline(reference):+.{digits}f}"
+        count = r.n_targets if header[-1] == "tok/s" else n_inputs
+        lines.append(row([precision, f"{headline(r):.{digits}f}", difference, *cells(r), f"{r.seconds:.2f} s",
+                          f"{count / max(r.seconds, 1e-9):,.0f}"]))
+    return "\n".join(lines)
 
 
 def merge_results(parts: list[tuple[list[int], EvaluationResult]], corpus: ParallelCorpus, task: str
