@@ -163,17 +163,22 @@ def test_int8_linear_computes_the_quantized_product(dtype):
                 assert (got.float() - exact).norm() / exact.norm() < 0.03  # and int8 stays close to the float product
     assert layer.dense is None and layer.packed is not None  # the int8 copy replaced the plain weight
     assert layer(torch.empty(0, 48)).shape == (0, 80) and layer(torch.empty(0, 48)).dtype == dtype
+    with pytest.raises(ValueError, match="non-finite activations"):
+        layer(torch.tensor([[float("nan")] * 48]))
 
 
 @needs_int8
-@pytest.mark.parametrize("kind", ["transformer", "gpt", "rnn_seq2seq", "rnn_lm", "classifier", "vector_to_seq"])
-def test_int8_inference_copy_runs_every_product_in_int8_and_stays_close(kind):
+@pytest.mark.parametrize("kind, bf16_units", [(kind, True) for kind in TINY_MODELS] + [("transformer", False)])
+def test_int8_inference_copy_runs_every_product_in_int8_and_stays_close(kind, bf16_units, monkeypatch):
+    if bf16_units and not has_fast_bf16(torch.device("cpu")):
+        pytest.skip("needs a CPU with bf16 matrix units")
+    monkeypatch.setattr("seqlab.hardware.has_fast_bf16", lambda device: bf16_units)
     torch.manual_seed(0)
     model = build_model(MODEL_CONFIGS[kind](**TINY_MODELS[kind]), 20, 20).eval()
     int8 = for_inference(model, "int8")
     assert not any(isinstance(m, nn.Linear) for m in int8.modules())
     assert any(isinstance(m, Int8Linear) for m in int8.modules())
-    compute = torch.bfloat16 if has_fast_bf16(torch.device("cpu")) else torch.float32  # everything between products
+    compute = torch.bfloat16 if bf16_units else torch.float32  # everything between the products
     assert {p.dtype for p in int8.parameters()} == {compute}
     assert {p.dtype for p in model.parameters()} == {torch.float32}  # the model passed in is untouched
     src = sources([5, 9, 3, 7], seed=1)

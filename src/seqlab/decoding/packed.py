@@ -36,6 +36,7 @@ Packed weights serve inference only: no gradients flow through them.
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import torch
@@ -159,6 +160,9 @@ class Int8Linear(nn.Module):
         if x.numel() == 0:
             return x.new_zeros(*x.shape[:-1], self.out_features, dtype=self.out_dtype)
         low, high = (float(v) for v in torch.aminmax(x.detach()))
+        if not math.isfinite(high - low):
+            raise ValueError(f"an int8 layer ({self.in_features} → {self.out_features}) got non-finite activations "
+                             f"(from {low} to {high}): decode this model in fp32 or bf16 to see where they come from")
         low, high = min(low, 0.0), max(high, 0.0)
         scale = max(high - low, 1e-12) / 255  # s_x
         zero_point = round(-low / scale)  # z
