@@ -163,6 +163,8 @@ def test_int8_linear_computes_the_quantized_product(dtype):
                 assert (got.float() - exact).norm() / exact.norm() < 0.03  # and int8 stays close to the float product
     assert layer.dense is None and layer.packed is not None  # the int8 copy replaced the plain weight
     assert layer(torch.empty(0, 48)).shape == (0, 80) and layer(torch.empty(0, 48)).dtype == dtype
+    strided = torch.randn(48, 7).T  # a view, not contiguous
+    assert torch.equal(layer(strided), layer(strided.contiguous()))
     with pytest.raises(ValueError, match="non-finite activations"):
         layer(torch.tensor([[float("nan")] * 48]))
 
