@@ -98,18 +98,24 @@ def give_tied_output_a_layer(model: nn.Module, make_layer) -> nn.Module:
     return model
 
 
-def pack_linears(model: nn.Module) -> nn.Module:
-    """Replace, in place, every ``nn.Linear`` of a model by a :class:`PackedLinear`, and give a
-    tied output layer a packed copy of the embedding matrix."""
-    def worth_packing(weight: torch.Tensor) -> bool:
-        return weight.dtype != torch.float32 or weight.numel() >= FP32_MIN_PACKED
-
+def replace_linears(model: nn.Module, make_layer) -> nn.Module:
+    """Replace, in place, every ``nn.Linear`` of a model by ``make_layer(weight, bias)`` (None keeps
+    it), and give a tied output layer ``make_layer(E, None)`` of the embedding matrix E."""
     for module in list(model.modules()):
         for name, child in module.named_children():
-            if isinstance(child, nn.Linear) and worth_packing(child.weight):
-                setattr(module, name, PackedLinear.of(child))
-    # a small tied output layer stays tied (None)
-    return give_tied_output_a_layer(model, lambda weight: PackedLinear(weight, None) if worth_packing(weight) else None)
+            if isinstance(child, nn.Linear) and (layer := make_layer(child.weight, child.bias)) is not None:
+                setattr(module, name, layer)
+    return give_tied_output_a_layer(model, lambda weight: make_layer(weight, None))
+
+
+def pack_linears(model: nn.Module) -> nn.Module:
+    """Every ``nn.Linear`` of a model, in place, a :class:`PackedLinear`, and a tied output layer a
+    packed copy of the embedding matrix (small float32 ones stay as they are, a tied one tied)."""
+    def packed(weight: torch.Tensor, bias: torch.Tensor | None) -> PackedLinear | None:
+        worth_packing = weight.dtype != torch.float32 or weight.numel() >= FP32_MIN_PACKED
+        return PackedLinear(weight, bias) if worth_packing else None
+
+    return replace_linears(model, packed)
 
 
 def can_quantize(model: nn.Module) -> bool:
@@ -189,10 +195,6 @@ def _quantized_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Te
 
 
 def quantize_linears(model: nn.Module) -> nn.Module:
-    """Replace, in place, every ``nn.Linear`` of a model by an :class:`Int8Linear`, and give a tied
-    output layer an int8 copy of the embedding matrix (the largest product of a step)."""
-    for module in list(model.modules()):
-        for name, child in module.named_children():
-            if isinstance(child, nn.Linear):
-                setattr(module, name, Int8Linear.of(child))
-    return give_tied_output_a_layer(model, lambda weight: Int8Linear(weight, None))
+    """Every ``nn.Linear`` of a model, in place, an :class:`Int8Linear`, and a tied output layer an
+    int8 copy of the embedding matrix (the largest product of a step)."""
+    return replace_linears(model, Int8Linear)
