@@ -184,9 +184,11 @@ class Int8Linear(nn.Module):
 def _quantized_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
     """round(x / scale) + zero_point, clamped to [0, 255], as a plain uint8 tensor.
 
-    ``torch.quantize_per_tensor`` does it in one vectorized pass (twice as fast as the same
-    arithmetic in tensor ops, which also needs float32 temporaries); its quint8 result is read
-    through a uint8 view of its storage, since ``int_repr()`` would copy it once more, slowly.
+    ``torch.quantize_per_tensor`` does it in one vectorized pass; the same arithmetic in tensor
+    ops, with its float32 temporaries, made whole int8 products 5–33% slower on two Zen 5 cores
+    (4.8× at 2,112 × 2,048 → 512, where the temporaries are fresh 17 MB tensors). Its quint8
+    result is read through a uint8 view of its storage: ``int_repr()`` would copy it once more
+    (54 µs for 320 × 512).
     """
     with warnings.catch_warnings():  # quantized tensors are announced as deprecated (warned once)
         warnings.simplefilter("ignore", UserWarning)
