@@ -15,7 +15,8 @@ wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTMode
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
 start of the same run (the faster of ``torch.mm`` and oneDNN's linear). Decoding (generated tokens/s of the fastest of 3 runs, 64 sentences of 32 tokens, up to 32 new
-tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8), Hugging Face ``generate``
+tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8, and int8 with
+``--compile``, whose first, compiling run is reported), Hugging Face ``generate``
 (fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
 ``seqlab.export.to_ctranslate2`` (greedy outputs compared token for token).
 """
@@ -183,7 +184,9 @@ def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
         from seqlab.hardware import autocast
         from seqlab.runs import for_inference
 
-        model = for_inference(model, precision)
+        compile = precision.endswith("+compile")  # attention of each step through torch.compile
+        precision = precision.removesuffix("+compile")
+        model = for_inference(model, precision, compile=compile)
         src = torch.cat([src, torch.full((DECODE_BATCH, 1), 3)], 1)  # seqlab sources end in <eos>
 
         def run():
@@ -197,13 +200,15 @@ def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
                 out = model.generate(input_ids=src, num_beams=beam, max_new_tokens=NEW_TOKENS, do_sample=False)
             return int((out[:, 1:] != 0).sum())
 
-    run()  # warm-up
+    start = time.perf_counter()
+    run()  # warm-up (and, with +compile, the compilation)
+    first_run = time.perf_counter() - start
     best = float("inf")
     for _ in range(DECODE_REPEATS):  # best of a few: the shared machine's noise only ever slows a run
         start = time.perf_counter()
         tokens = run()
         best = min(best, time.perf_counter() - start)
-    result = {"tok_s": tokens / best, "tokens": tokens}
+    result = {"tok_s": tokens / best, "tokens": tokens, "first_run_s": first_run}
     if impl in ("seqlab", "ct2"):
         result["outputs"] = getattr(run, "outputs", None)
     return result
@@ -244,12 +249,16 @@ def decode_rows(size: str, results: dict) -> None:
         row = {"hf fp32": measure(["decode", "hf", size, "fp32", str(beam)])}
         for precision in ("fp32", "int8"):
             row[f"ct2 {precision}"] = measure(["decode", "ct2", size, precision, str(beam)])
-        for precision in ("fp32", "bf16", "int8"):
+        for precision in ("fp32", "bf16", "int8", "int8+compile"):
             row[f"seqlab {precision}"] = measure(["decode", "seqlab", size, precision, str(beam)])
         base = row["ct2 int8"].get("tok_s") or row["hf fp32"]["tok_s"]
         print(f"beam {beam} (ratio to CTranslate2 int8): " + " | ".join(
             f"{name} {r.get('tok_s', 0):,.0f} ({r.get('tok_s', 0) / base:.2f}×)" for name, r in row.items()),
             flush=True)
+        compiled = row["seqlab int8+compile"]
+        if "first_run_s" in compiled:
+            print(f"        seqlab int8+compile: first run {compiled['first_run_s']:.1f} s with the compilation, "
+                  f"{row['seqlab int8'].get('first_run_s', 0):.1f} s without", flush=True)
         if beam == 1 and row["ct2 fp32"].get("outputs"):
             same = sum(a == b for a, b in zip(row["ct2 fp32"]["outputs"], row["seqlab fp32"]["outputs"]))
             print(f"        greedy outputs identical, seqlab fp32 vs CTranslate2 fp32 on the same weights: "

@@ -1,11 +1,13 @@
 """The command line: the main job end to end, and one test per bad input (message + nothing written)."""
 
 import json
+import shutil
 
 import pytest
 import yaml
 
 from seqlab.cli import main
+from seqlab.models import attention
 from tests.conftest import tiny_config_tree
 
 
@@ -47,6 +49,14 @@ def test_train_translate_evaluate_end_to_end(reverse_data, tmp_path, capsys, mon
                              monkeypatch=monkeypatch)
     assert code == 0, err
     assert len(out.splitlines()) == 2
+
+    # --compile reaches the decoding copy: its bf16 attention steps run the compiled kernel
+    monkeypatch.setattr(attention, "_compiled_attention", None)
+    code, out, err = run_cli(["translate", "--ckpt", str(run), "--beam", "2", "--precision", "bf16", "--compile",
+                              "--device", "cpu"], capsys, stdin="a b c\nd e\n", monkeypatch=monkeypatch)
+    assert code == 0, err
+    assert len(out.splitlines()) == 2
+    assert callable(attention._compiled_attention) or not any(shutil.which(c) for c in ("g++", "c++", "clang++"))
 
     code, out, _ = run_cli(["translate", "--ckpt", str(run), "--beam", "3", "--nbest", "2", "-i",
                             str(reverse_data / "test.src"), "-o", str(tmp_path / "hyp.txt")], capsys)

@@ -128,6 +128,8 @@ def translate(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast where the CPU has AMX/AVX512-BF16 "
                                                               "or on GPUs) or int8 (dynamic quantization, CPU)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
+    compile: bool = typer.Option(False, "--compile", help="Attention of each decoding step through torch.compile "
+                                 "(bf16/int8 on CPU; seconds of compiling first, so for large inputs)."),
 ):
     """Translate text with a trained model (or label it, with a classifier); one output line per input line."""
     from seqlab.data.reader import read_lines
@@ -145,7 +147,7 @@ def translate(
     if nbest > decode.beam_size:
         raise UserError(f"--nbest {nbest} is larger than the beam ({decode.beam_size}); raise --beam")
     lines = read_lines(input) if input is not None else sys.stdin.read().splitlines()
-    loaded.model = for_inference(loaded.model, precision)  # the decoding copy replaces the loaded weights
+    loaded.model = for_inference(loaded.model, precision, compile)  # the decoding copy replaces the loaded weights
     results = translate_lines(loaded.model, loaded.codec, lines, decode, dev, nbest=nbest, precision=precision)
     if nbest == 1:
         text = "".join((hs[0][0] if hs else "") + "\n" for hs in results)
@@ -173,6 +175,8 @@ def evaluate(
                                                               "several, comma-separated (fp32,bf16,int8), score each "
                                                               "mode and print it beside fp32."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
+    compile: bool = typer.Option(False, "--compile", help="Attention of each decoding step through torch.compile "
+                                 "(bf16/int8 on CPU; seconds of compiling first, so for large inputs)."),
 ):
     """Score a model on a test set: PPL; BLEU (with n-gram precisions and BP), chrF, exact match; or accuracy."""
     from seqlab.config import DataFiles
@@ -203,7 +207,7 @@ def evaluate(
     decode = _decode_config(loaded.config.decode, beam, None, None, None)
     results = {}
     for mode in precisions:  # each a decoding copy of the loaded weights, made when its turn comes
-        model = for_inference(loaded.model, mode)
+        model = for_inference(loaded.model, mode, compile)
         if len(precisions) == 1:
             loaded.model = None  # the decoding copy replaces the loaded weights
         results[mode] = run_evaluation(model, loaded.codec, corpus, decode, dev, beam_size=decode.beam_size,

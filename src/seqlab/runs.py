@@ -96,7 +96,7 @@ def load_model(path: str | Path, device: torch.device | str = "cpu") -> LoadedMo
     return LoadedModel(model.to(device).eval(), codec, cfg, meta, ckpt)
 
 
-def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
+def for_inference(model: torch.nn.Module, precision: str, compile: bool = False) -> torch.nn.Module:
     """A copy of ``model`` set up for decoding in ``precision``; the model passed in is left unchanged.
 
     In every precision attention's W^Q, W^K, W^V are fused into one matrix once, instead of
@@ -111,6 +111,12 @@ def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     ``int8_bfloat16``; small benchmark model, two Zen 5 cores, alternated in one process: greedy
     3,401 → 4,380 tok/s against bf16, beam 5 1,221 → 1,358), else in float32; elsewhere torch's
     dynamic quantization (fbgemm), around float32.
+
+    ``compile``: attention at each decoding step through a kernel made by ``torch.compile``
+    where that pays, bfloat16 on CPU (bf16, and int8 around bf16): see
+    :func:`seqlab.models.attention.decoding_kernel_applies`. The first steps wait for the
+    compilation (seconds, once per process and shape family; a C++ compiler is needed, and
+    without one decoding goes on uncompiled after a warning), so it pays on large test sets.
     """
     from seqlab.decoding.packed import can_pack, can_quantize, give_tied_output_a_layer, pack_linears, quantize_linears
     from seqlab.hardware import has_fast_bf16
@@ -123,6 +129,7 @@ def for_inference(model: torch.nn.Module, precision: str) -> torch.nn.Module:
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):
             module.fuse_projections()
+            module.compiled_decoding = compile
     if onednn_int8:
         return quantize_linears(model)
     if precision in ("bf16", "fp32") and can_pack(model):

@@ -1,14 +1,22 @@
+import shutil
+import warnings
+
 import pytest
 import torch
 from torch import nn
 
+from seqlab.models import attention
 from seqlab.models.attention import (
     CACHE_ROOM_STEP,
     MultiHeadAttention,
+    attention_as_sums,
     causal_mask,
     scaled_dot_product_attention,
     written_out_is_faster,
 )
+
+needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                               reason="torch.compile's CPU kernels need a C++ compiler")
 
 
 def _copy_to_torch_mha(ours: MultiHeadAttention, d_model: int, n_heads: int) -> nn.MultiheadAttention:
@@ -187,3 +195,73 @@ def test_incremental_attention_equals_causal_attention_and_keeps_room_where_view
         assert new_buffers <= 3  # 35 steps: grew at most three times
     else:
         assert cache[0].size(2) == 40 and new_buffers == 35
+
+
+def test_attention_as_sums_equals_written_out_attention():
+    """The decoding kernel's formula, run eagerly: the products and the softmax of
+    scaled_dot_product_attention, with a padding mask broadcast over heads and queries."""
+    torch.manual_seed(0)
+    q, k, v = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 7, 8), torch.randn(2, 3, 7, 8)
+    mask = _padding_mask([7, 3], 7)[:, None, None, :]  # (B, 1, 1, T_k)
+    torch.testing.assert_close(attention_as_sums(q, k, v, mask), scaled_dot_product_attention(q, k, v, mask)[0])
+    torch.testing.assert_close(attention_as_sums(q, k, v), scaled_dot_product_attention(q, k, v)[0])
+
+
+def _decoding_steps(mha: MultiHeadAttention, x: torch.Tensor, memory: torch.Tensor, mask: torch.Tensor, beams: int):
+    """Self-attention one position at a time after a prompt, and the beams of each sentence
+    against its one set of encoder K, V: what a beam search asks of attention."""
+    outs = []
+    with torch.no_grad():
+        out, cache = mha.extend(x[:, :3], None, 0)  # a prompt: causal, always the usual path
+        outs.append(out)
+        for t in range(3, x.size(1)):
+            out, cache = mha.extend(x[:, t : t + 1], cache, t)
+            outs.append(out)
+        kv = mha.project_kv(memory, memory)  # (B, H, S, d_k), B = rows / beams
+        rows = mask.repeat_interleave(beams, dim=0)[:, None, None, :]
+        outs.append(mha(x[:, -1:], None, None, mask=rows, kv=kv)[0])
+    return torch.cat(outs, dim=1)
+
+
+@needs_cxx
+def test_compiled_decoding_follows_the_usual_path(monkeypatch):
+    """compiled_decoding sends bfloat16 decoding steps through the torch.compile'd kernel (it
+    compiles, no fallback warning) and gives what the batched products give, to bf16 rounding."""
+    monkeypatch.setattr(attention, "_compiled_attention", None)
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval().bfloat16()
+    mha.fuse_projections()
+    B, beams = 2, 3
+    x, memory = torch.randn(B * beams, 9, 32).bfloat16(), torch.randn(B, 6, 32).bfloat16()
+    mask = _padding_mask([6, 4], 6)
+    want = _decoding_steps(mha, x, memory, mask, beams)
+    mha.compiled_decoding = True
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # a failed compilation would warn
+        got = _decoding_steps(mha, x, memory, mask, beams)
+    assert callable(attention._compiled_attention)  # it was compiled and used
+    torch.testing.assert_close(got.float(), want.float(), atol=3e-2, rtol=3e-2)
+
+
+def test_compiled_decoding_falls_back_with_one_warning(monkeypatch):
+    """Where torch.compile cannot build the kernel, decoding warns once and goes on as without it."""
+    def failing_compile(fn, **options):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\n(long backend traceback)")
+        return compiled
+
+    monkeypatch.setattr(attention, "_compiled_attention", None)
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    torch.manual_seed(0)
+    mha = MultiHeadAttention(32, 4).eval().bfloat16()
+    x, memory = torch.randn(3, 6, 32).bfloat16(), torch.randn(1, 5, 32).bfloat16()
+    mask = _padding_mask([5], 5)
+    want = _decoding_steps(mha, x, memory, mask, 3)
+    mha.compiled_decoding = True
+    with pytest.warns(RuntimeWarning, match=r"compiled decoding is off: torch.compile failed here \(no C\+\+ compiler found\)"):
+        got = _decoding_steps(mha, x, memory, mask, 3)
+    assert attention._compiled_attention is False
+    torch.testing.assert_close(got, want)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # once only
+        _decoding_steps(mha, x, memory, mask, 3)
