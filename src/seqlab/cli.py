@@ -236,6 +236,8 @@ def evaluate(
             echo(f"MSE    {result.loss:10.4f}   over {result.n_targets:,} examples")
     if len(results) > 1:
         echo("\n" + precision_table(results, len(corpus.tgt)))
+        if compile:
+            echo("(--compile: the times include torch.compile's compiling, seconds once per process and shape)")
     if result.hypotheses is not None:
         inputs = corpus.src
         if len(results) > 1 and show:
