@@ -57,6 +57,10 @@ def test_train_translate_evaluate_end_to_end(reverse_data, tmp_path, capsys, mon
     assert code == 0, err
     assert len(out.splitlines()) == 2
     assert callable(attention._compiled_attention) or not any(shutil.which(c) for c in ("g++", "c++", "clang++"))
+    code, out, err = run_cli(["translate", "--ckpt", str(run), "--compile", "--device", "cpu"], capsys,
+                             stdin="a b c\n", monkeypatch=monkeypatch)
+    assert code == 0 and len(out.splitlines()) == 1
+    assert "seqlab: warning: --compile speeds up bf16 and int8 decoding on the CPU only; fp32 on cpu" in err
 
     code, out, _ = run_cli(["translate", "--ckpt", str(run), "--beam", "3", "--nbest", "2", "-i",
                             str(reverse_data / "test.src"), "-o", str(tmp_path / "hyp.txt")], capsys)

@@ -85,6 +85,13 @@ def _inference_setup(device: str, precision: str, threads: Optional[int]):
     return dev
 
 
+def _compile_warning(compile: bool, dev, precisions: list[str]) -> None:
+    """--compile changes only bf16 decoding on the CPU (int8 there runs in bf16 around its products)."""
+    if compile and (dev.type != "cpu" or set(precisions) == {"fp32"}):
+        typer.echo("seqlab: warning: --compile speeds up bf16 and int8 decoding on the CPU only; "
+                   f"{'/'.join(precisions)} on {dev.type} decodes as without it", err=True)
+
+
 def _write_text_atomically(path: Path, text: str) -> None:
     from seqlab.training.checkpoint import atomic_write_bytes
 
@@ -139,6 +146,7 @@ def translate(
     if nbest < 1:
         raise UserError(f"--nbest must be at least 1 (got {nbest})")
     dev = _inference_setup(device, precision, threads)
+    _compile_warning(compile, dev, [precision])
     loaded = load_model(ckpt, dev)
     decode = _decode_config(loaded.config.decode, beam, length_penalty, max_len_ratio, batch_size)
     if loaded.codec.task == "lm":
@@ -190,6 +198,7 @@ def evaluate(
         raise UserError(f"--hyp writes the outputs of one precision: give a single --precision (not {precision!r})")
     for mode in precisions:
         dev = _inference_setup(device, mode, threads)
+    _compile_warning(compile, dev, precisions)
     loaded = load_model(ckpt, dev)
     kind, task = loaded.config.model.kind, loaded.codec.task
     if task in ("lm", "classify"):
