@@ -43,6 +43,12 @@ def cpu_vendor() -> str:
     return _cpuinfo().get("vendor_id", "")
 
 
+@lru_cache(maxsize=1)
+def has_amx() -> bool:
+    """True on CPUs with AMX tile units for bf16 (Intel Sapphire Rapids and later)."""
+    return "amx_bf16" in cpu_flags()
+
+
 def has_fast_bf16(device: torch.device) -> bool:
     """True where bf16 matrix products have hardware support: AMX/AVX512-BF16 CPUs, bf16-capable GPUs."""
     if device.type == "cuda":

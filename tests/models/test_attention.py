@@ -223,6 +223,23 @@ def _decoding_steps(mha: MultiHeadAttention, x: torch.Tensor, memory: torch.Tens
     return torch.cat(outs, dim=1)
 
 
+@pytest.mark.parametrize("amx", [True, False])
+def test_decoding_kernel_takes_grouped_queries_only_without_amx(monkeypatch, amx):
+    """A single query against a cache takes the compiled kernel on every CPU; a sentence's beams
+    against its source (several queries per row of keys) only where there is no AMX, whose tile
+    kernels multiply those faster. Never with gradients, in float32 or against a single key."""
+    monkeypatch.setattr(attention, "has_amx", lambda: amx)
+    keys = torch.randn(4, 2, 9, 8).bfloat16()
+    one, beams = torch.randn(4, 2, 1, 8).bfloat16(), torch.randn(4, 2, 5, 8).bfloat16()
+    with torch.no_grad():
+        assert attention.decoding_kernel_applies(one, keys)
+        assert attention.decoding_kernel_applies(beams, keys) is not amx
+        assert not attention.decoding_kernel_applies(torch.randn(4, 2, 9, 8).bfloat16(), keys)  # a prompt
+        assert not attention.decoding_kernel_applies(one.float(), keys.float())
+        assert not attention.decoding_kernel_applies(one, keys[:, :, :1])
+    assert not attention.decoding_kernel_applies(one, keys)  # gradients on
+
+
 @needs_cxx
 def test_compiled_decoding_follows_the_usual_path(monkeypatch):
     """compiled_decoding sends bfloat16 decoding steps through the torch.compile'd kernel (it

@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from seqlab.hardware import has_amx
 from seqlab.models.linear import Linear, linear
 
 
@@ -131,6 +132,17 @@ DECODING_KERNEL_MAX_QUERIES = 8  # a decoding step's queries per row of keys: 1,
 _compiled_attention = None  # torch.compile(attention_as_sums), made at first use; False once it has failed
 
 
+def decoding_kernel_max_queries() -> int:
+    """The most queries per row of keys the compiled kernel takes on this CPU.
+
+    A sentence's beams against its one set of encoder keys are several queries per row. On AMX
+    CPUs oneDNN's tile kernels multiply those twice as fast as the compiled loop (two Xeon
+    cores, 64 sentences × 8 heads, 5 queries against 32 keys: 366 vs 717 µs), while a single
+    query against the cache still gains (320 × 8 against 8–33 keys: 656–1,146 → 378–894 µs);
+    without AMX (Zen 5) the compiled loop is the faster for both."""
+    return 1 if has_amx() else DECODING_KERNEL_MAX_QUERIES
+
+
 def decoding_kernel_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether the compiled :func:`attention_as_sums` should replace batched matrix products here:
     a decoding step (a few queries, no gradients, more than one key: a first step's single key
@@ -138,9 +150,10 @@ def decoding_kernel_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
     products of one query against a few dozen keys spend most of their time setting up each small
     matrix. Two Zen 5 cores, 320 beams × 8 heads of 64: 2.4–2.8× faster than the two products and
     the softmax between them at 8–33 keys; a whole beam-5 decoding of the small benchmark model in
-    int8 ~10% faster. In float32, MKL's small products hold their own: no gain measured."""
-    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and q.size(-2) <= DECODING_KERNEL_MAX_QUERIES
-            and k.size(-2) > 1 and not torch.is_grad_enabled())
+    int8 ~10% faster. In float32, MKL's small products hold their own: no gain measured. How many
+    queries per row of keys it takes depends on the CPU (:func:`decoding_kernel_max_queries`)."""
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) > 1
+            and not torch.is_grad_enabled() and q.size(-2) <= decoding_kernel_max_queries())
 
 
 def decoding_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
