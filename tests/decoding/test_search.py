@@ -153,3 +153,28 @@ def test_pruning_to_each_beams_2k_best_changes_nothing(monkeypatch):
     assert [[h.tokens for h in hs] for hs in pruned] == [[h.tokens for h in hs] for hs in full]
     for a, b in zip(pruned, full):
         assert [h.score for h in a] == pytest.approx([h.score for h in b], abs=1e-5)
+
+
+@pytest.mark.parametrize("beam", [1, 3])
+@pytest.mark.parametrize("name", [name for name in encoder_decoder_models() if not name.startswith("vector")])
+def test_finished_sentences_leave_the_batch(name, beam):
+    """Sentences with different length caps finish at different steps and leave the batch (the
+    decoder sees fewer rows), and what every sentence gets is what it gets decoded alone."""
+    model = encoder_decoder_models()[name]
+    lengths = [2, 9, 3, 7, 2, 8, 4, 6]
+    src = sources(lengths, seed=4)
+    rows_seen = []
+    decode_step = model.decode_step
+
+    def counting_step(new_tokens, enc, cache):
+        rows_seen.append(new_tokens.size(0))
+        return decode_step(new_tokens, enc, cache)
+
+    model.decode_step = counting_step
+    together = search(model, src, beam, 1.0, 1.0, 1)
+    del model.decode_step
+    assert rows_seen[0] == len(lengths) * beam
+    assert rows_seen[-1] < rows_seen[0] and rows_seen == sorted(rows_seen, reverse=True)
+    alone = [search(model, src[i : i + 1, : n + 1], beam, 1.0, 1.0, 1)[0] for i, n in enumerate(lengths)]
+    assert [h[0].tokens for h in together] == [h[0].tokens for h in alone]
+    assert [h[0].score for h in together] == pytest.approx([h[0].score for h in alone], abs=1e-5)

@@ -83,26 +83,43 @@ def candidates_per_beam(beam_size: int, vocab_size: int) -> int:
 @torch.inference_mode()
 def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_extra: int = 10,
                   use_cache: bool = True) -> list[list[Hypothesis]]:
-    """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence."""
+    """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence.
+
+    Sentences that have produced <eos> leave the batch once they are a quarter of it (at least
+    one), so the remaining steps are not spent on them; fewer would cost more in copying the
+    cache than it saves."""
     B = src.size(0)
     enc = model.encode(src)
     max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)
-    tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)  # (B, 1)
+    L, shortest = int(max_len.max()), int(max_len.min())
+    active = torch.arange(B, device=src.device)  # the sentences still decoded (indices into src)
+    out_tokens = torch.full((B, L), PAD, dtype=torch.long, device=src.device)  # of those that left
+    out_scores = torch.zeros(B, device=src.device)
+    tokens = torch.full((B, 1), BOS, dtype=torch.long, device=src.device)  # (n, 1)
     scores = torch.zeros(B, device=src.device)
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
     cache = None
-    shortest = int(max_len.min())
-    for t in range(int(max_len.max())):
-        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B, V)
-        must_end = t + 1 >= max_len if t + 1 >= shortest else None  # (B,) once some sentence is at its cap
-        best_logp, best = (x.squeeze(1) for x in top_continuations(logits, must_end, 1))  # (B,), (B,)
+    for t in range(L):
+        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (n, V)
+        must_end = t + 1 >= max_len if t + 1 >= shortest else None  # (n,) once some sentence is at its cap
+        best_logp, best = (x.squeeze(1) for x in top_continuations(logits, must_end, 1))  # (n,), (n,)
         best = best.masked_fill(finished, PAD)
         scores += best_logp.masked_fill(finished, 0.0)
-        tokens = torch.cat([tokens, best[:, None]], dim=1)  # (B, t + 2)
+        tokens = torch.cat([tokens, best[:, None]], dim=1)  # (n, t + 2)
         finished |= best == EOS
-        if finished.all():
+        n, ended = finished.numel(), int(finished.sum())  # the step's one host-device sync
+        if ended == n:
             break
-    return [[Hypothesis(_strip(row), score)] for row, score in zip(tokens[:, 1:].tolist(), scores.tolist())]
+        if ended >= max(1, n // 4):
+            gone, keep = finished.nonzero().squeeze(1), (~finished).nonzero().squeeze(1)
+            out_tokens[active[gone], : t + 1], out_scores[active[gone]] = tokens[gone, 1:], scores[gone]
+            active, tokens, scores, finished, max_len = (x[keep] for x in (active, tokens, scores, finished, max_len))
+            enc, shortest = enc.keep_sources(keep), int(max_len.min())
+            if cache is not None:
+                cache = cache.index_select(keep)
+                cache.spare_kv = None  # greedy never reorders again: let the old buffers go
+    out_tokens[active, : tokens.size(1) - 1], out_scores[active] = tokens[:, 1:], scores
+    return [[Hypothesis(_strip(row), score)] for row, score in zip(out_tokens.tolist(), out_scores.tolist())]
 
 
 @torch.inference_mode()
@@ -123,7 +140,8 @@ def beam_search(
     kept. Those among the top K that end in <eos> join the sentence's finished list (scored with
     the length penalty); the best K that do not end in <eos> become the new live beams. A
     sentence is done once it has K finished hypotheses (as in fairseq), so beam size 1 is exactly
-    greedy search.
+    greedy search; a done sentence leaves the batch at once (its rows are dropped in the reorder
+    every step makes anyway), so later steps compute only the sentences still searched.
     """
     B, K, device = src.size(0), beam_size, src.device
     nbest = min(nbest, K)
@@ -132,7 +150,13 @@ def beam_search(
     L, shortest = int(max_len.max()), int(max_len.min())
     enc = enc.repeat_for_beams(K)  # B·K rows, the K beams of sentence b in rows b·K … b·K + K − 1
 
-    tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (B·K, 1) live prefixes
+    # The sentences still searched (indices into src); a finished one leaves the batch, its
+    # results kept in out_scores and out_tokens. Below, n counts the sentences still searched.
+    active = torch.arange(B, device=device)
+    out_scores = torch.full((B, K), float("-inf"), device=device)
+    out_tokens = torch.full((B, K, L), PAD, dtype=torch.long, device=device)
+
+    tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (n·K, 1) live prefixes
     beam_scores = torch.full((B, K), float("-inf"), device=device)
     beam_scores[:, 0] = 0.0  # all K beams start identical: let only the first one propose
     fin_scores = torch.full((B, K), float("-inf"), device=device)  # length-normalised
@@ -142,40 +166,52 @@ def beam_search(
     cache = None
 
     for t in range(L):
-        must_end = (t + 1 >= max_len).repeat_interleave(K) if t + 1 >= shortest else None  # (B·K,)
-        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (B·K, V)
+        n = active.numel()
+        must_end = (t + 1 >= max_len).repeat_interleave(K) if t + 1 >= shortest else None  # (n·K,)
+        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (n·K, V)
         k = candidates_per_beam(K, logits.size(-1))
-        logp, ids = top_continuations(logits, must_end, k)  # (B·K, k) each
-        candidates = (beam_scores.view(B * K, 1) + logp).view(B, K * k)  # (B, K·k)
-        top_scores, top_ids = candidates.topk(min(2 * K, K * k), dim=1)  # (B, 2K)
-        beam_of, token = top_ids // k, ids.view(B, K * k).gather(1, top_ids)  # (B, 2K) each
-        prefix_rows = (torch.arange(B, device=device)[:, None] * K + beam_of)  # (B, 2K) rows of `tokens`
+        logp, ids = top_continuations(logits, must_end, k)  # (n·K, k) each
+        candidates = (beam_scores.view(n * K, 1) + logp).view(n, K * k)  # (n, K·k)
+        top_scores, top_ids = candidates.topk(min(2 * K, K * k), dim=1)  # (n, 2K)
+        beam_of, token = top_ids // k, ids.view(n, K * k).gather(1, top_ids)  # (n, 2K) each
+        prefix_rows = (torch.arange(n, device=device)[:, None] * K + beam_of)  # (n, 2K) rows of `tokens`
         is_eos = token == EOS
 
         # Candidates ending in <eos> among the top K finish; merge them into the finished lists.
         finishing = is_eos & (rank[: top_ids.size(1)] < K) & ~done[:, None] & torch.isfinite(top_scores)
         new_fin_scores = torch.where(finishing, top_scores / length_penalty(t + 1, length_penalty_alpha), float("-inf"))
-        new_fin_tokens = torch.full((B, top_ids.size(1), L), PAD, dtype=torch.long, device=device)
-        new_fin_tokens[:, :, :t] = tokens[prefix_rows.view(-1), 1:].view(B, top_ids.size(1), t)
+        new_fin_tokens = torch.full((n, top_ids.size(1), L), PAD, dtype=torch.long, device=device)
+        new_fin_tokens[:, :, :t] = tokens[prefix_rows.view(-1), 1:].view(n, top_ids.size(1), t)
         new_fin_tokens[:, :, t] = EOS
-        all_scores = torch.cat([fin_scores, new_fin_scores], dim=1)  # (B, 3K)
+        all_scores = torch.cat([fin_scores, new_fin_scores], dim=1)  # (n, 3K)
         fin_scores, keep = all_scores.topk(K, dim=1)
         fin_tokens = torch.cat([fin_tokens, new_fin_tokens], dim=1).gather(1, keep[:, :, None].expand(-1, -1, L))
 
         # The best K candidates that do not end in <eos> stay alive.
         alive_scores = top_scores.masked_fill(is_eos, float("-inf"))
-        beam_scores, pick = alive_scores.topk(K, dim=1)  # (B, K)
-        rows = prefix_rows.gather(1, pick).view(-1)  # (B·K,)
-        tokens = torch.cat([tokens[rows], token.gather(1, pick).view(-1, 1)], dim=1)  # (B·K, t + 2)
-        if cache is not None:
-            cache = cache.index_select(rows, same_sources=True)  # each survivor keeps its own keys, values or state
+        beam_scores, pick = alive_scores.topk(K, dim=1)  # (n, K)
+        rows, new_tokens = prefix_rows.gather(1, pick), token.gather(1, pick)  # (n, K) each
 
         done |= torch.isfinite(fin_scores).all(dim=1) | (t + 1 >= max_len)
-        if done.all():
+        finished = int(done.sum())  # the step's one host-device sync
+        if finished == n:
             break
+        sources = None
+        if finished:  # done sentences leave the batch: no more steps spent on them
+            gone, sources = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
+            out_scores[active[gone]], out_tokens[active[gone]] = fin_scores[gone], fin_tokens[gone]
+            active, done, max_len = active[sources], done[sources], max_len[sources]
+            beam_scores, fin_scores, fin_tokens = beam_scores[sources], fin_scores[sources], fin_tokens[sources]
+            rows, new_tokens = rows[sources], new_tokens[sources]
+            enc, shortest = enc.keep_sources(sources), int(max_len.min())
+        rows = rows.view(-1)  # (n·K,) the parent row of each surviving beam
+        tokens = torch.cat([tokens[rows], new_tokens.view(-1, 1)], dim=1)  # (n·K, t + 2)
+        if cache is not None:  # each survivor keeps its own keys, values or state
+            cache = cache.index_select(rows, same_sources=True, sources=sources)
 
+    out_scores[active], out_tokens[active] = fin_scores, fin_tokens
     results = []
-    for scores, seqs in zip(fin_scores[:, :nbest].tolist(), fin_tokens[:, :nbest].tolist()):
+    for scores, seqs in zip(out_scores[:, :nbest].tolist(), out_tokens[:, :nbest].tolist()):
         results.append([Hypothesis(_strip(s), sc) for s, sc in zip(seqs, scores) if math.isfinite(sc)])
     return results
 

@@ -42,6 +42,15 @@ class EncoderOutput:
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
         return EncoderOutput(self.memory.index_select(0, index), self.src_mask.index_select(0, index), state)
 
+    def keep_sources(self, sources: torch.Tensor) -> "EncoderOutput":
+        """Only the sentences ``sources`` (indices among this batch's sentences), each with all of
+        its ``rows_per_source`` rows: a search drops the sentences it has finished."""
+        per = self.rows_per_source
+        rows = (sources[:, None] * per + torch.arange(per, device=sources.device)).view(-1)
+        kept = self.index_select(rows)
+        kept.rows_per_source = per
+        return kept
+
     def repeat_for_beams(self, beams: int) -> "EncoderOutput":
         """Each sentence repeated for its beams in beam search, in consecutive rows (B·K rows).
 
@@ -65,18 +74,23 @@ class DecoderCache:
     state: tuple[torch.Tensor, ...] | None = None  # RNN decoders: the state after the last token
     spare_kv: list[tuple[torch.Tensor, torch.Tensor]] | None = None  # buffers the next reorder may write into
 
-    def index_select(self, index: torch.Tensor, same_sources: bool = False) -> "DecoderCache":
+    def index_select(self, index: torch.Tensor, same_sources: bool = False,
+                     sources: torch.Tensor | None = None) -> "DecoderCache":
         """Keep rows ``index``: beam search moves each surviving hypothesis's memory along with it.
 
         ``same_sources``: every row moves to a row of the same source sentence (beams of one
-        sentence trading places), so the encoder's K/V, identical across those rows, stay put:
-        the copy that otherwise costs half of a beam step is skipped. The cache passed in is
-        consumed (its buffers become the next reorder's destination).
+        sentence trading places), so the encoder's K/V, one per sentence, stay put: the copy
+        that otherwise costs half of a beam step is skipped. ``sources``, with ``same_sources``:
+        the sentences that remain when some leave the batch; their encoder K/V are kept. The
+        cache passed in is consumed (its buffers become the next reorder's destination).
         """
-        pick = lambda pairs: None if pairs is None else [(k.index_select(0, index), v.index_select(0, index))  # noqa: E731
-                                                         for k, v in pairs]
+        pick = lambda pairs, rows: None if pairs is None else [  # noqa: E731
+            (k.index_select(0, rows), v.index_select(0, rows)) for k, v in pairs]
         state = None if self.state is None else tuple(s.index_select(1, index) for s in self.state)
-        cross = self.cross_kv if same_sources else pick(self.cross_kv)
+        if not same_sources:
+            cross = pick(self.cross_kv, index)
+        else:
+            cross = self.cross_kv if sources is None else pick(self.cross_kv, sources)
         self_kv, spare = self._moved_self_kv(index)
         return DecoderCache(self.position, self_kv, cross, state, spare)
 
