@@ -107,10 +107,10 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
         scores += best_logp.masked_fill(finished, 0.0)
         tokens = torch.cat([tokens, best[:, None]], dim=1)  # (n, t + 2)
         finished |= best == EOS
-        n, ended = finished.numel(), int(finished.sum())  # the step's one host-device sync
-        if ended == n:
+        n, n_done = finished.numel(), int(finished.sum())  # the step's one host-device sync
+        if n_done == n:
             break
-        if ended >= max(1, n // 4):
+        if n_done >= max(1, n // 4):
             gone, keep = finished.nonzero().squeeze(1), (~finished).nonzero().squeeze(1)
             out_tokens[active[gone], : t + 1], out_scores[active[gone]] = tokens[gone, 1:], scores[gone]
             active, tokens, scores, finished, max_len = (x[keep] for x in (active, tokens, scores, finished, max_len))
@@ -193,11 +193,11 @@ def beam_search(
         rows, new_tokens = prefix_rows.gather(1, pick), token.gather(1, pick)  # (n, K) each
 
         done |= torch.isfinite(fin_scores).all(dim=1) | (t + 1 >= max_len)
-        finished = int(done.sum())  # the step's one host-device sync
-        if finished == n:
+        n_done = int(done.sum())  # the step's one host-device sync
+        if n_done == n:
             break
         sources = None
-        if finished:  # done sentences leave the batch: no more steps spent on them
+        if n_done:  # done sentences leave the batch: no more steps spent on them
             gone, sources = done.nonzero().squeeze(1), (~done).nonzero().squeeze(1)
             out_scores[active[gone]], out_tokens[active[gone]] = fin_scores[gone], fin_tokens[gone]
             active, done, max_len = active[sources], done[sources], max_len[sources]
