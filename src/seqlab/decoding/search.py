@@ -86,8 +86,9 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     """y_t = argmax p(y | y_<t, x) for a batch of sources (B, S); one hypothesis per sentence.
 
     Sentences that have produced <eos> leave the batch once they are a quarter of it (at least
-    one), so the remaining steps are not spent on them; fewer would cost more in copying the
-    cache than it saves."""
+    one), so the remaining steps are not spent on them. Not at every single one: each drop
+    copies the whole cache (greedy never reorders it otherwise), and dropping at every finish
+    was 3–11% slower (small benchmark model, 64 sources of 8–32 tokens, bf16 and fp32)."""
     B = src.size(0)
     enc = model.encode(src)
     max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)
