@@ -9,7 +9,7 @@ PY := $(VENV)/bin/python
 INSTALLED := $(VENV)/.seqlab-installed
 DEMO_OUT := runs/demo
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench bench-gpu clean
 
 $(INSTALLED): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -38,6 +38,12 @@ demo: $(INSTALLED)
 bench: $(INSTALLED)
 	$(PY) -m pip install --quiet -e '.[test,bench]'
 	$(PY) benchmarks/bench.py --json benchmarks/last.json
+
+# GPT-2-small bf16 training on a CUDA GPU (the MFU target), seqlab vs Hugging Face GPT-2: needs a CUDA
+# build of torch (TORCH_SPEC) and the bench extra. A few minutes on an H100/H200.
+bench-gpu: $(INSTALLED)
+	$(PY) -m pip install --quiet -e '.[test,bench]'
+	$(PY) benchmarks/gpt_gpu.py --json benchmarks/gpt_gpu.json
 
 clean:
 	rm -rf $(VENV) runs data .pytest_cache

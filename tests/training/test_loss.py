@@ -18,14 +18,16 @@ def _problem(V=50, C=16, B=5, T=130, seed=0):
 
 
 @pytest.mark.parametrize("smoothing", [0.0, 0.1])
-def test_fused_output_loss_equals_cross_entropy_of_the_logits(smoothing):
-    """Same loss and gradients as logits = h Wᵀ then F.cross_entropy, over many row chunks."""
-    hidden, weight, target = _problem(V=20_000, C=8, B=3, T=400)  # chunks of 104 rows: 12 of them
+@pytest.mark.parametrize("chunk", [None, 1, 2**30], ids=["cpu-default", "16-rows", "whole"])
+def test_fused_output_loss_equals_cross_entropy_of_the_logits(smoothing, chunk):
+    """Same loss and gradients as logits = h Wᵀ then F.cross_entropy, over many row chunks
+    (the CPU's default: 104 rows, 12 chunks; the fewest rows a chunk takes, 16; one chunk)."""
+    hidden, weight, target = _problem(V=20_000, C=8, B=3, T=400)
     ref = token_cross_entropy(hidden @ weight.t(), target, smoothing)
     ref.backward()
     ref_grads = hidden.grad.clone(), weight.grad.clone()
     hidden.grad = weight.grad = None
-    got = output_cross_entropy(hidden, weight, target, smoothing)
+    got = output_cross_entropy(hidden, weight, target, smoothing, chunk=chunk)
     (got * 0.5).backward()  # the incoming gradient scales what was computed on the way
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-3)
     torch.testing.assert_close(hidden.grad, ref_grads[0] * 0.5, rtol=1e-4, atol=1e-6)

@@ -42,13 +42,11 @@ class _OutputCrossEntropy(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, hidden, master_weight, target, label_smoothing, need_grad):
+    def forward(ctx, hidden, master_weight, target, label_smoothing, need_grad, chunk_elements):
         N, C = hidden.shape  # (N, C) hidden states, weight (V, C), target (N,)
         V = master_weight.size(0)
         weight = master_weight.to(hidden.dtype)  # cast here, once: ∂L/∂W goes back in float32 unrounded
-        # ~16 MB of float32 logits per chunk: loss forward + backward, 4,096 × 512 → 8,000, two Zen 5
-        # cores: 8 MB chunks 374-451 ms (fp32) / 188-201 ms (bf16), 16 MB 320-340 / 182-187 ms
-        rows = min(N, max(16, 2**22 // V))
+        rows = min(N, max(16, chunk_elements // V))
         eps = label_smoothing
         total = torch.zeros((), dtype=torch.float32, device=hidden.device)
         grad_hidden = torch.empty_like(hidden) if need_grad else None
@@ -93,24 +91,39 @@ class _OutputCrossEntropy(torch.autograd.Function):
     def backward(ctx, grad_total):
         grad_hidden, grad_weight = ctx.saved_tensors
         return (grad_hidden * grad_total.to(grad_hidden.dtype), (grad_weight * grad_total).to(ctx.weight_dtype),
-                None, None, None)
+                None, None, None, None)
+
+
+def chunk_elements(device: torch.device) -> int:
+    """Logits per chunk of :func:`output_cross_entropy`.
+
+    CPU: ~16 MB of float32 logits, which stay in cache-sized pages (loss forward + backward,
+    4,096 × 512 → 8,000, two Zen 5 cores: 8 MB chunks 374-451 ms (fp32) / 188-201 ms (bf16),
+    16 MB 320-340 / 182-187 ms). A GPU wants fewer, larger products: GPT-2's vocabulary of
+    50,304 would make 16 MB chunks of 83 rows, some 200 chunks of a dozen small kernels each for
+    16,384 tokens; 256 MB chunks (1,334 rows) keep each product large enough to fill the chip
+    (``benchmarks/gpt_gpu.py --loss-only`` times the choices on a GPU).
+    """
+    return 2**22 if device.type == "cpu" else 2**26
 
 
 def output_cross_entropy(hidden: torch.Tensor, weight: torch.Tensor, target: torch.Tensor,
-                         label_smoothing: float = 0.0) -> torch.Tensor:
+                         label_smoothing: float = 0.0, chunk: int | None = None) -> torch.Tensor:
     """:func:`token_cross_entropy` of the logits ``hidden @ weightᵀ``, without materialising them.
 
     hidden: (B, T, C) final hidden states; weight: (V, C) the output layer; target: (B, T).
     Under autocast the products run in its dtype, as ``F.linear``'s would. The weight's gradient
     comes back in the weight's own dtype without a detour through the low precision (a float32
-    master weight gets the float32 sum of the chunks' products).
+    master weight gets the float32 sum of the chunks' products). ``chunk``: logits per chunk
+    (default :func:`chunk_elements`).
     """
     device = hidden.device.type
     if torch.is_autocast_enabled(device):
         hidden = hidden.to(torch.get_autocast_dtype(device))
     need_grad = torch.is_grad_enabled() and (hidden.requires_grad or weight.requires_grad)
     with torch.autocast(device, enabled=False):
-        return _OutputCrossEntropy.apply(hidden.flatten(0, 1), weight, target.flatten(), label_smoothing, need_grad)
+        return _OutputCrossEntropy.apply(hidden.flatten(0, 1), weight, target.flatten(), label_smoothing, need_grad,
+                                         chunk or chunk_elements(hidden.device))
 
 
 def _unwrapped(model):

@@ -186,8 +186,8 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
     return value < best if metric == "loss" else value > best
 
 
-def _update(train_model, optimizer, group: list[list[Example]], procs: distributed.Processes, cfg: Config,
-            device: torch.device, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, int, bool]:
+def update(train_model, optimizer, group: list[list[Example]], procs: distributed.Processes, cfg: Config,
+           device: torch.device, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, int, bool]:
     """One optimizer update from this process's share of ``group`` (world × update_freq batches).
 
     Each batch's summed loss is divided by the target count of the whole group, so the update is
@@ -382,8 +382,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                 for param_group in optimizer.param_groups:
                     param_group["lr"] = lr
                 model.train()
-                loss_sum, targets, applied = _update(train_model, optimizer, [[examples[i] for i in b] for b in group],
-                                                     procs, cfg, device, scaler)
+                loss_sum, targets, applied = update(train_model, optimizer, [[examples[i] for i in b] for b in group],
+                                                    procs, cfg, device, scaler)
                 state.next_batch += len(group)
                 if not applied:
                     state.bad_steps += 1
