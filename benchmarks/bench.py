@@ -15,7 +15,7 @@ wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTMode
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
 start of the same run (the faster of ``torch.mm`` and oneDNN's linear). Decoding (generated tokens/s of the fastest of 3 runs, 64 sentences of 32 tokens, up to 32 new
-tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8, and int8 with
+tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8, and bf16 and int8 with
 ``--compile``, whose first, compiling run is reported), Hugging Face ``generate``
 (fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
 ``seqlab.export.to_ctranslate2`` (greedy outputs compared token for token).
@@ -184,7 +184,7 @@ def decode_worker(impl: str, size: str, precision: str, beam: int) -> dict:
         from seqlab.hardware import autocast
         from seqlab.runs import for_inference
 
-        compile = precision.endswith("+compile")  # attention of each step through torch.compile
+        compile = precision.endswith("+compile")  # torch.compile: greedy steps whole, beams' attention
         precision = precision.removesuffix("+compile")
         model = for_inference(model, precision, compile=compile)
         src = torch.cat([src, torch.full((DECODE_BATCH, 1), 3)], 1)  # seqlab sources end in <eos>
@@ -249,16 +249,17 @@ def decode_rows(size: str, results: dict) -> None:
         row = {"hf fp32": measure(["decode", "hf", size, "fp32", str(beam)])}
         for precision in ("fp32", "int8"):
             row[f"ct2 {precision}"] = measure(["decode", "ct2", size, precision, str(beam)])
-        for precision in ("fp32", "bf16", "int8", "int8+compile"):
+        for precision in ("fp32", "bf16", "int8", "bf16+compile", "int8+compile"):
             row[f"seqlab {precision}"] = measure(["decode", "seqlab", size, precision, str(beam)])
         base = row["ct2 int8"].get("tok_s") or row["hf fp32"]["tok_s"]
         print(f"beam {beam} (ratio to CTranslate2 int8): " + " | ".join(
             f"{name} {r.get('tok_s', 0):,.0f} ({r.get('tok_s', 0) / base:.2f}×)" for name, r in row.items()),
             flush=True)
-        compiled = row["seqlab int8+compile"]
-        if "first_run_s" in compiled:
-            print(f"        seqlab int8+compile: first run {compiled['first_run_s']:.1f} s with the compilation, "
-                  f"{row['seqlab int8'].get('first_run_s', 0):.1f} s without", flush=True)
+        for precision in ("bf16", "int8"):
+            compiled = row[f"seqlab {precision}+compile"]
+            if "first_run_s" in compiled:
+                print(f"        seqlab {precision}+compile: first run {compiled['first_run_s']:.1f} s with the "
+                      f"compilation, {row[f'seqlab {precision}'].get('first_run_s', 0):.1f} s without", flush=True)
         if beam == 1 and row["ct2 fp32"].get("outputs"):
             same = sum(a == b for a, b in zip(row["ct2 fp32"]["outputs"], row["seqlab fp32"]["outputs"]))
             print(f"        greedy outputs identical, seqlab fp32 vs CTranslate2 fp32 on the same weights: "

@@ -135,8 +135,9 @@ def translate(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast where the CPU has AMX/AVX512-BF16 "
                                                               "or on GPUs) or int8 (dynamic quantization, CPU)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
-    compile: bool = typer.Option(False, "--compile", help="Attention of each decoding step through torch.compile "
-                                 "(bf16/int8 on CPU; seconds of compiling first, so for large inputs)."),
+    compile: bool = typer.Option(False, "--compile", help="Decoding steps through torch.compile: greedy steps whole, "
+                                 "beams' attention (bf16/int8 on CPU; seconds of compiling first, so for large "
+                                 "inputs)."),
 ):
     """Translate text with a trained model (or label it, with a classifier); one output line per input line."""
     from seqlab.data.reader import read_lines
@@ -183,8 +184,9 @@ def evaluate(
                                                               "several, comma-separated (fp32,bf16,int8), score each "
                                                               "mode and print it beside fp32."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
-    compile: bool = typer.Option(False, "--compile", help="Attention of each decoding step through torch.compile "
-                                 "(bf16/int8 on CPU; seconds of compiling first, so for large inputs)."),
+    compile: bool = typer.Option(False, "--compile", help="Decoding steps through torch.compile: greedy steps whole, "
+                                 "beams' attention (bf16/int8 on CPU; seconds of compiling first, so for large "
+                                 "inputs)."),
 ):
     """Score a model on a test set: PPL; BLEU (with n-gram precisions and BP), chrF, exact match; or accuracy."""
     from seqlab.config import DataFiles

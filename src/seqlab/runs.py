@@ -112,15 +112,18 @@ def for_inference(model: torch.nn.Module, precision: str, compile: bool = False)
     3,401 → 4,380 tok/s against bf16, beam 5 1,221 → 1,358), else in float32; elsewhere torch's
     dynamic quantization (fbgemm), around float32.
 
-    ``compile``: attention at each decoding step through a kernel made by ``torch.compile``
-    where that pays, bfloat16 on CPU (bf16, and int8 around bf16): see
+    ``compile`` (bfloat16 on CPU): a Transformer's greedy decoding steps compiled whole by
+    ``torch.compile`` (:mod:`seqlab.decoding.compiled`), and beam search's attention through a
+    compiled kernel where that pays (bf16, and int8 around bf16): see
     :func:`seqlab.models.attention.decoding_kernel_applies`. The first steps wait for the
     compilation (seconds, once per process and shape family; a C++ compiler is needed, and
     without one decoding goes on uncompiled after a warning), so it pays on large test sets.
     """
-    from seqlab.decoding.packed import can_pack, can_quantize, give_tied_output_a_layer, pack_linears, quantize_linears
+    from seqlab.decoding.compiled import CompiledStep
+    from seqlab.decoding.packed import can_pack, can_quantize, pack_linears, quantize_linears
     from seqlab.hardware import has_fast_bf16
     from seqlab.models.attention import MultiHeadAttention
+    from seqlab.models.transformer import Transformer
 
     model = copy.deepcopy(model).eval()
     onednn_int8 = precision == "int8" and can_quantize(model)
@@ -131,15 +134,30 @@ def for_inference(model: torch.nn.Module, precision: str, compile: bool = False)
             module.fuse_projections()
             module.compiled_decoding = compile
     if onednn_int8:
-        return quantize_linears(model)
-    if precision in ("bf16", "fp32") and can_pack(model):
-        return pack_linears(model)
-    if precision != "int8":
-        return model
+        model = quantize_linears(model)
+    elif precision in ("bf16", "fp32") and can_pack(model):
+        model = pack_linears(model)
+    elif precision == "int8":
+        return _dynamic_int8(model)
+    if compile and isinstance(model, Transformer) and _bf16_on_cpu(model):
+        model.compiled_step = CompiledStep(model)  # greedy steps compiled whole (searches take it)
+    return model
+
+
+def _bf16_on_cpu(model: torch.nn.Module) -> bool:
+    """Where compiled decoding steps pay: a bfloat16 model (bf16, or int8 around bf16) on the CPU.
+    Float32 steps gained 5-6% for 12-32 s of compiling (benchmarks/RESULTS.md)."""
+    weight = next(model.parameters(), None)
+    return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.bfloat16
+
+
+def _dynamic_int8(model: torch.nn.Module) -> torch.nn.Module:
+    """torch's dynamic int8 quantization (fbgemm) of every Linear layer, the output layer included."""
     import warnings
 
     from torch.ao.quantization import quantize_dynamic
 
+    from seqlab.decoding.packed import give_tied_output_a_layer
     from seqlab.models.linear import as_torch_linears, torch_linear_holding
 
     as_torch_linears(model)  # the quantizer swaps modules of the exact class nn.Linear only

@@ -49,9 +49,14 @@ def next_logits(model, tokens: torch.Tensor, enc, cache, use_cache: bool = True)
     """Next-token logits z for the newest position (N, V), and the updated cache.
 
     With the cache (``model.decode_step``) only the newest token is computed; without it the whole
-    prefix is decoded again each step (the reference the cached path is tested against).
+    prefix is decoded again each step (the reference the cached path is tested against). A model
+    set up with ``for_inference(..., compile=True)`` takes its compiled step where that applies
+    (:mod:`seqlab.decoding.compiled`).
     """
     if use_cache and hasattr(model, "decode_step"):
+        compiled = getattr(model, "compiled_step", None)
+        if compiled is not None and (out := compiled(tokens[:, -1:], enc, cache)) is not None:
+            return out
         return model.decode_step(tokens[:, -1:], enc, cache)  # (N, V)
     return model.decode(tokens, enc)[:, -1], cache  # (N, V): only the newest position matters
 

@@ -362,6 +362,7 @@ class MultiHeadAttention(nn.Module):
             mask = None if mask is None else mask[::groups]  # (B/G, 1, 1, T_k): one per sentence
 
         if (self.compiled_decoding and not (need_weights or self.record or is_causal or dropout)
+                and not torch.compiler.is_compiling()  # a compiled step lowers attention itself
                 and decoding_kernel_applies(q, k) and (out := decoding_kernel(q, k, v, mask)) is not None):
             return self._merge_heads(out, B, T_q, groups), None
 

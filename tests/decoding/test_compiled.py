@@ -1,0 +1,91 @@
+"""Greedy decoding steps compiled whole (seqlab.decoding.compiled): the eager step's logits, to
+bf16 rounding, through the compiled graph where it applies, and the eager step elsewhere."""
+
+import shutil
+
+import pytest
+import torch
+
+from seqlab.config import MODEL_CONFIGS
+from seqlab.decoding.compiled import CompiledStep
+from seqlab.decoding.packed import can_quantize
+from seqlab.decoding.search import beam_search, greedy_search
+from seqlab.hardware import has_fast_bf16
+from seqlab.models import build_model
+from seqlab.runs import for_inference
+from tests.conftest import TINY_MODELS
+from tests.decoding.test_search import sources
+
+needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
+                               reason="torch.compile's CPU kernels need a C++ compiler")
+PRECISIONS = ["bf16", pytest.param("int8", marks=pytest.mark.skipif(
+    not (can_quantize(torch.nn.Linear(2, 2)) and has_fast_bf16(torch.device("cpu"))),
+    reason="int8 around bf16 needs oneDNN's int8 kernels and bf16 matrix units"))]
+
+
+def _transformer() -> torch.nn.Module:
+    torch.manual_seed(0)
+    cfg = dict(TINY_MODELS["transformer"], n_decoder_layers=2)
+    return build_model(MODEL_CONFIGS["transformer"](**cfg), 20, 20).eval()
+
+
+def _steps(step, model, src, tokens):
+    """Logits of decoding ``tokens`` (B, T) one at a time after <bos>, ``step`` for all but the first."""
+    with torch.no_grad():
+        enc = model.encode(src)
+        logits, cache = model.decode_step(tokens[:, :1], enc, None)
+        out = [logits]
+        for t in range(1, tokens.size(1)):
+            logits, cache = step(tokens[:, t : t + 1], enc, cache)
+            out.append(logits)
+    return torch.stack(out, 1).float()  # (B, T, V)
+
+
+@needs_cxx
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_compiled_greedy_steps_give_the_eager_logits(precision):
+    model = for_inference(_transformer(), precision, compile=True)
+    assert isinstance(model.compiled_step, CompiledStep)
+    src = sources([5, 9, 3, 7], seed=1)
+    tokens = torch.randint(4, 20, (4, 6), generator=torch.Generator().manual_seed(2))
+    want = _steps(model.decode_step, model, src, tokens)
+    got = _steps(model.compiled_step, model, src, tokens)
+    assert model.compiled_step.compiled is not None and not model.compiled_step.failed
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)  # fused loops round bf16 differently
+
+
+@needs_cxx
+def test_searches_take_the_compiled_step_for_greedy_only():
+    model = for_inference(_transformer(), "bf16", compile=True)
+    src = sources([5, 9, 3, 7], seed=1)
+    with torch.no_grad():
+        beam_search(model, src, beam_size=3)
+        assert model.compiled_step.compiled is None  # beams keep the eager step
+        hyps = greedy_search(model, src)
+    assert model.compiled_step.compiled is not None
+    assert all(h[0].tokens for h in hyps)
+
+
+def test_compiled_steps_only_for_bf16_transformers_on_cpu():
+    assert not hasattr(for_inference(_transformer(), "fp32", compile=True), "compiled_step")  # gains too little
+    assert not hasattr(for_inference(_transformer(), "bf16"), "compiled_step")  # not asked for
+    gpt = build_model(MODEL_CONFIGS["gpt"](**TINY_MODELS["gpt"]), 20, 20)
+    assert not hasattr(for_inference(gpt, "bf16", compile=True), "compiled_step")  # generation samples eagerly
+
+
+def test_compiled_steps_fall_back_to_eager_with_one_warning(monkeypatch):
+    def failing_compile(fn, **options):
+        def compiled(*args):
+            raise RuntimeError("no C++ compiler found\n(long backend traceback)")
+        return compiled
+
+    model = for_inference(_transformer(), "bf16", compile=True)
+    eager = for_inference(_transformer(), "bf16")
+    monkeypatch.setattr(torch, "compile", failing_compile)
+    src = sources([5, 9, 3, 7], seed=1)
+    with torch.no_grad(), pytest.warns(RuntimeWarning, match=r"compiled decoding steps are off: torch.compile "
+                                                             r"failed here \(no C\+\+ compiler found\)"):
+        got = greedy_search(model, src)
+    assert model.compiled_step.failed
+    with torch.no_grad():
+        assert [h[0].tokens for h in got] == [h[0].tokens for h in greedy_search(eager, src)]
