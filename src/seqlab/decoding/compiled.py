@@ -1,19 +1,28 @@
-"""A whole decoding step through ``torch.compile``, for searches with one row per sentence.
+"""A whole decoding step through ``torch.compile``.
 
-A greedy step runs the decoder on one new token per sentence: a few dozen small products and,
-around them, LayerNorms, residual adds, attention over the cache and the source, each a
-separate eager call with its own Python and dispatch overhead. On two Zen 5 cores, the tiny
-benchmark model in bf16 takes 1.1 ms a step for one sentence and 3.7 ms for 64, so
-about a third of a 64-sentence step costs the same whatever the batch. Compiled, the step is
-one graph: inductor fuses the element-wise work and the attention into a few C++ loops, and
-the products stay oneDNN's prepacked calls (custom operators, :mod:`seqlab.decoding.packed`).
+A decoding step runs the decoder on one new token per row (a sentence, or one of its beams): a
+few dozen small products and, around them, LayerNorms, residual adds, attention over the cache
+and the source, each a separate eager call with its own Python and dispatch overhead. On two
+Zen 5 cores the tiny benchmark model in bf16 takes 1.1 ms a greedy step for one sentence and
+3.7 ms for 64, so about a third of a 64-sentence step costs the same whatever the batch.
+Compiled, the step is one graph: inductor fuses the element-wise work and the attention into a
+few C++ loops, and the products stay oneDNN's prepacked calls (custom operators,
+:mod:`seqlab.decoding.packed`).
+
 Dynamic shapes: one compilation serves every cache length and batch size (a batch reduced to
-one sentence, which torch specializes, compiles once more).
+one sentence, which torch specializes, compiles once more). Two Zen 5 cores, 64 sentences,
+alternated in one process (tok/s, fastest of 4–6; benchmarks/RESULTS.md):
+
+    tiny, greedy   bf16 19,641 → 23,739   int8 17,757 → 21,200
+    small, greedy  bf16  5,074 →  5,645   int8  5,610 →  6,315
 
 Beam search keeps the eager step, with the compiled attention kernel of
-:func:`seqlab.models.attention.decoding_kernel`: compiled whole, its steps of 5 rows per
-sentence ran 15–20% slower on the same cores (inductor's own loops for those shapes lose to
-the eager kernels), while greedy steps ran 19–34% faster (benchmarks/RESULTS.md).
+:func:`seqlab.models.attention.decoding_kernel`. Compiled whole with every size symbolic, its
+steps ran 25–30% slower (loops dividing by a symbolic beam count at every element). Left to
+dynamo's automatic dynamism, which keeps the beam size a constant, they ran 5–9% faster while
+no sentence finished, but took a third longer once finished sentences left the batch and made
+it symbolic too, and the recompilations of each shape change filled dynamo's cache (8 graphs)
+once two precisions ran in one process.
 """
 
 from __future__ import annotations
@@ -24,18 +33,24 @@ import torch
 
 
 class CompiledStep:
-    """``model.decode_step`` through ``torch.compile``, where it applies: every step but the first
-    (which projects the source's keys and values once and fills the caches) of a search with one
-    row per sentence. Calls return None elsewhere, and once compilation has failed here (no C++
-    compiler, say: then a one-line warning, once), so the caller runs the eager step."""
+    """``model.decode_step`` through ``torch.compile``, where it applies: the steps of a search with
+    one row per sentence (greedy), from the third on. Calls return None elsewhere, and once
+    compilation has failed here (no C++ compiler, say: then a one-line warning, once), so the
+    caller runs the eager step."""
 
     def __init__(self, model: torch.nn.Module):
         self.eager = model.decode_step
         self.compiled = None
         self.failed = False
 
+    def applies(self, enc, cache) -> bool:
+        # The first two steps run eagerly: they make the caches (the first with views of the fused
+        # projections, whose strides would cost a compilation of their own).
+        return (not self.failed and cache is not None and cache.position >= 2
+                and getattr(enc, "rows_per_source", 1) == 1)
+
     def __call__(self, new_tokens: torch.Tensor, enc, cache):
-        if self.failed or cache is None or getattr(enc, "rows_per_source", 1) > 1:
+        if not self.applies(enc, cache):
             return None
         if self.compiled is None:
             self.compiled = torch.compile(self.eager, dynamic=True)
