@@ -10,11 +10,12 @@ few C++ loops, and the products stay oneDNN's prepacked calls (custom operators,
 :mod:`seqlab.decoding.packed`).
 
 Dynamic shapes: one compilation serves every cache length and batch size (a batch reduced to
-one sentence, which torch specializes, compiles once more). Two Zen 5 cores, 64 sentences,
-alternated in one process (tok/s, fastest of 4–6; benchmarks/RESULTS.md):
+one sentence, which torch specializes, compiles once more). Greedy decoding without and with
+``--compile``, two Zen 5 cores, 64 sentences, alternated in one process (tok/s, fastest of 4–5;
+benchmarks/RESULTS.md; 11–21% of the gain is over compiling the attention alone):
 
-    tiny, greedy   bf16 19,641 → 23,739   int8 17,757 → 21,200
-    small, greedy  bf16  5,074 →  5,645   int8  5,610 →  6,315
+    tiny   bf16 17,904 → 23,735   int8 16,553 → 21,072
+    small  bf16  4,630 →  5,874   int8  4,737 →  5,967
 
 Beam search keeps the eager step, with the compiled attention kernel of
 :func:`seqlab.models.attention.decoding_kernel`. Compiled whole with every size symbolic, its
