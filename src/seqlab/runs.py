@@ -146,7 +146,7 @@ def for_inference(model: torch.nn.Module, precision: str, compile: bool = False)
 
 def _bf16_on_cpu(model: torch.nn.Module) -> bool:
     """Where compiled decoding steps pay: a bfloat16 model (bf16, or int8 around bf16) on the CPU.
-    Float32 steps gained 5-6% for 12-32 s of compiling (benchmarks/RESULTS.md)."""
+    Float32 steps gained 5-6% for 18-32 s of compiling (benchmarks/RESULTS.md)."""
     weight = next(model.parameters(), None)
     return weight is not None and weight.device.type == "cpu" and weight.dtype == torch.bfloat16
 

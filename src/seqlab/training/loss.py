@@ -97,12 +97,12 @@ class _OutputCrossEntropy(torch.autograd.Function):
 def chunk_elements(device: torch.device) -> int:
     """Logits per chunk of :func:`output_cross_entropy`.
 
-    CPU: ~16 MB of float32 logits, which stay in cache-sized pages (loss forward + backward,
-    4,096 × 512 → 8,000, two Zen 5 cores: 8 MB chunks 374-451 ms (fp32) / 188-201 ms (bf16),
-    16 MB 320-340 / 182-187 ms). A GPU wants fewer, larger products: GPT-2's vocabulary of
-    50,304 would make 16 MB chunks of 83 rows, some 200 chunks of a dozen small kernels each for
-    16,384 tokens; 256 MB chunks (1,334 rows) keep each product large enough to fill the chip
-    (``benchmarks/gpt_gpu.py --loss-only`` times the choices on a GPU).
+    CPU: ~16 MB of float32 logits (loss forward + backward, 4,096 × 512 → 8,000, two Zen 5
+    cores: 8 MB chunks 374-451 ms (fp32) / 188-201 ms (bf16), 16 MB 320-340 / 182-187 ms).
+    A GPU wants fewer, larger products: with GPT-2's vocabulary of 50,304, 16 MB chunks would
+    be 83 rows, some 200 chunks of a dozen small kernels each for 16,384 tokens. 256 MB chunks
+    (1,334 rows) are a choice not yet measured on a GPU: ``benchmarks/gpt_gpu.py --loss-only``
+    times it against other sizes and against whole logits.
     """
     return 2**22 if device.type == "cpu" else 2**26
 
