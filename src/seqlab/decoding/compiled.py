@@ -12,7 +12,8 @@ few C++ loops, and the products stay oneDNN's prepacked calls (custom operators,
 Dynamic shapes: one compilation serves every cache length and batch size (a batch reduced to
 one sentence, which torch specializes, compiles once more). Greedy decoding without and with
 ``--compile``, two Zen 5 cores, 64 sentences, alternated in one process (tok/s, fastest of 4–5;
-benchmarks/RESULTS.md; 11–21% of the gain is over compiling the attention alone):
+benchmarks/RESULTS.md; against compiling only the attention, as ``--compile`` did before,
+11–21% faster):
 
     tiny   bf16 17,904 → 23,735   int8 16,553 → 21,072
     small  bf16  4,630 →  5,874   int8  4,737 →  5,967
