@@ -169,7 +169,6 @@ def measure_training(variant: str, s: dict, device: torch.device, tokens: torch.
                   graph_breaks=sum(counters["graph_break"].values()))
     if device.type == "cuda":
         result["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 1e9
-    del model, step
     return result
 
 

@@ -33,6 +33,8 @@ import warnings
 
 import torch
 
+from seqlab.models.attention import compile_failure_reason
+
 
 class CompiledStep:
     """``model.decode_step`` through ``torch.compile``, where it applies: the steps of a search with
@@ -59,8 +61,7 @@ class CompiledStep:
         try:
             return self.compiled(new_tokens, enc, cache)
         except Exception as error:  # compilation fails as a backend error of many kinds
-            reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-            warnings.warn(f"compiled decoding steps are off: torch.compile failed here ({reason})", RuntimeWarning,
-                          stacklevel=2)
+            warnings.warn(f"compiled decoding steps are off: torch.compile failed here "
+                          f"({compile_failure_reason(error)})", RuntimeWarning, stacklevel=2)
             self.failed = True
             return None

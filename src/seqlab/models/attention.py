@@ -156,6 +156,12 @@ def decoding_kernel_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
             and not torch.is_grad_enabled() and q.size(-2) <= decoding_kernel_max_queries())
 
 
+def compile_failure_reason(error: Exception) -> str:
+    """The first line of a torch.compile failure (its backend errors run to pages), for a one-line warning."""
+    text = str(error).strip()
+    return text.splitlines()[0][:200] if text else type(error).__name__
+
+
 def decoding_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None
                     ) -> torch.Tensor | None:
     """:func:`attention_as_sums` through ``torch.compile`` (dynamic shapes: one compilation serves
@@ -169,8 +175,8 @@ def decoding_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     try:
         return _compiled_attention(q, k, v, mask)
     except Exception as error:  # compilation fails as a backend error of many kinds
-        reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else type(error).__name__
-        warnings.warn(f"compiled decoding is off: torch.compile failed here ({reason})", RuntimeWarning, stacklevel=2)
+        warnings.warn(f"compiled decoding is off: torch.compile failed here ({compile_failure_reason(error)})",
+                      RuntimeWarning, stacklevel=2)
         _compiled_attention = False
         return None
 
