@@ -8,7 +8,8 @@ from torch.nn import functional as F
 
 import seqlab.decoding.packed as packed_module
 from seqlab.config import MODEL_CONFIGS
-from seqlab.decoding.packed import Int8Linear, PackedLinear, can_pack, can_quantize, pack_linears
+from seqlab.decoding.packed import (Int8Linear, PackedLinear, can_pack, can_quantize, int8_quantized_product_op,
+                                   pack_linears, quantized_in_graph)
 from seqlab.decoding.sampling import generate
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.models import build_model
@@ -167,6 +168,25 @@ def test_int8_linear_computes_the_quantized_product(dtype):
     assert torch.equal(layer(strided), layer(strided.contiguous()))
     with pytest.raises(ValueError, match="non-finite activations"):
         layer(torch.tensor([[float("nan")] * 48]))
+
+
+@needs_int8
+def test_int8_linear_under_compile_quantizes_in_tensor_ops_to_the_same_product():
+    """What Int8Linear runs inside a compiled graph (quantized_in_graph, then the operator
+    torch.ops.seqlab.int8_linear), called eagerly here: the same quantized product as outside it."""
+    torch.manual_seed(0)
+    linear = nn.Linear(48, 80).to(torch.bfloat16)
+    layer = Int8Linear.of(linear)
+    for x in (torch.randn(7, 3, 48).bfloat16(), torch.randn(200, 48).relu(), -torch.rand(5, 48)):
+        want = layer(x)  # eager: torch.quantize_per_tensor with host-side scale and zero point
+        x_q, scale, zero_point = quantized_in_graph(x)
+        assert x_q.dtype == torch.uint8 and scale.dim() == zero_point.dim() == 0
+        got = int8_quantized_product_op(x_q, scale, zero_point, layer.packed, layer.weight_scale,
+                                        layer.weight_zero_point, layer.bias, 80, torch.bfloat16)
+        assert got.shape == want.shape and got.dtype == torch.bfloat16
+        reference = quantized_reference(x, linear.weight.detach().float(), linear.bias.detach().float())
+        assert (got.float() - reference).norm() / reference.norm() < 1e-2
+        assert (got.float() - want.float()).abs().max() <= 0.02 * want.float().abs().max()
 
 
 @needs_int8

@@ -32,8 +32,9 @@ Measured against the bf16 packed product on two Zen 5 cores (AVX512-VNNI), alter
      64 × 512 → 512            53 µs         61 µs   (quantizing costs more than it saves)
 
 Packed weights serve inference only: no gradients flow through them. Under ``torch.compile``
-(:mod:`seqlab.decoding.compiled`) each product is one opaque call, a custom operator that
-inductor leaves as it is: it has no lowering for a prepacked weight.
+(:mod:`seqlab.decoding.compiled`) each product is one opaque call, an operator of seqlab's own
+that inductor leaves as it is (it lowers prepacked products only for weights frozen into the
+graph), and an int8 layer's activations are quantized inside the graph, in the loop that makes them.
 """
 
 from __future__ import annotations
@@ -69,10 +70,25 @@ def packed_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | N
     return torch.ops.mkldnn._linear_pointwise(x, packed, bias, "none", [], "")
 
 
-# The same products as custom operators, for torch.compile: opaque calls inductor leaves alone.
-# Eager calls take the plain functions and skip the operators' dispatch (~10 µs a call).
-packed_product_op = torch.library.custom_op("seqlab::packed_linear", packed_product, mutates_args=())
-packed_product_op.register_fake(lambda x, packed, bias, out_features: x.new_empty(*x.shape[:-1], out_features))
+# The products as operators of their own, for torch.compile: opaque calls that inductor leaves alone.
+# Defined on a torch.library.Library rather than with torch.library.custom_op, whose wrapper costs
+# ~11 µs a call against ~4.5 µs here (a step of the tiny model makes 19 products). Eager calls take
+# the plain functions and skip the dispatch altogether.
+_LIBRARY = torch.library.Library("seqlab", "DEF")
+
+
+def opaque_operator(name: str, signature: str, function, output_like):
+    """``torch.ops.seqlab.<name>``: ``function`` behind an operator of the given schema, for every
+    backend (packed weights are oneDNN tensors), and ``output_like`` for its output's shape under tracing."""
+    _LIBRARY.define(f"{name}{signature}")
+    _LIBRARY.impl(name, function, "CompositeExplicitAutograd")
+    torch.library.register_fake(f"seqlab::{name}", output_like, lib=_LIBRARY)
+    return getattr(torch.ops.seqlab, name).default
+
+
+packed_product_op = opaque_operator(
+    "packed_linear", "(Tensor x, Tensor packed, Tensor? bias, int out_features) -> Tensor", packed_product,
+    lambda x, packed, bias, out_features: x.new_empty(*x.shape[:-1], out_features))
 
 
 class PackedLinear(nn.Module):
@@ -177,9 +193,12 @@ class Int8Linear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.packed is None:
             self._quantize_weight()
-        product = int8_product_op if torch.compiler.is_compiling() else int8_product
-        return product(x, self.packed, self.weight_scale, self.weight_zero_point, self.bias, self.out_features,
-                       self.out_dtype)
+        if torch.compiler.is_compiling():  # x quantized inside the graph, fused with the loop that made it
+            x_q, scale, zero_point = quantized_in_graph(x)
+            return int8_quantized_product_op(x_q, scale, zero_point, self.packed, self.weight_scale,
+                                             self.weight_zero_point, self.bias, self.out_features, self.out_dtype)
+        return int8_product(x, self.packed, self.weight_scale, self.weight_zero_point, self.bias, self.out_features,
+                            self.out_dtype)
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, out_features={self.out_features}, int8"
@@ -203,9 +222,37 @@ def int8_product(x: torch.Tensor, packed: torch.Tensor, weight_scale: torch.Tens
                                               1.0, 0, out_dtype, "none", [], "")  # (…, out)
 
 
-int8_product_op = torch.library.custom_op("seqlab::int8_linear", int8_product, mutates_args=())
-int8_product_op.register_fake(lambda x, packed, weight_scale, weight_zero_point, bias, out_features, out_dtype:
-                              x.new_empty(*x.shape[:-1], out_features, dtype=out_dtype))
+def quantized_in_graph(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x ≈ s_x (x_q − z) as :func:`int8_product` quantizes it, in tensor ops that ``torch.compile``
+    fuses with the loop that made x (a LayerNorm, a ReLU), and with s_x and z left as 0-d tensors:
+    no host sync, no eager calls. Compiled int8 greedy steps ran 9–14% faster so than with the eager
+    ``aminmax`` + ``quantize_per_tensor`` of :func:`int8_product` (benchmarks/RESULTS.md, tenth
+    session). Non-finite activations are not caught here (that takes a sync): the first, eager,
+    steps of a search catch them. A batch must have rows (``aminmax`` of nothing fails)."""
+    x = x.float()
+    low, high = torch.aminmax(x)
+    low, high = low.clamp(max=0.0), high.clamp(min=0.0)  # the range stretched to hold 0
+    scale = (high - low).clamp(min=1e-12) / 255  # s_x
+    zero_point = torch.round(-low / scale)  # z
+    x_q = (torch.round(x * (1 / scale)) + zero_point).clamp(0, 255).to(torch.uint8)  # (…, in), as torch rounds it
+    return x_q, scale, zero_point.to(torch.long)
+
+
+def int8_quantized_product(x_q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, packed: torch.Tensor,
+                           weight_scale: torch.Tensor, weight_zero_point: torch.Tensor, bias: torch.Tensor | None,
+                           out_features: int, out_dtype: torch.dtype) -> torch.Tensor:
+    """oneDNN's u8·s8 product of an activation quantized by :func:`quantized_in_graph`. (…, in) → (…, out)."""
+    return torch.ops.onednn.qlinear_pointwise.tensor(x_q, scale, zero_point, packed, weight_scale, weight_zero_point,
+                                                     bias, 1.0, 0, out_dtype, "none", [], "")  # (…, out)
+
+
+# An opaque call for torch.compile: inductor lowers oneDNN's int8 product only for weights frozen into
+# the graph as constants. Eager calls take int8_product.
+int8_quantized_product_op = opaque_operator(
+    "int8_linear", "(Tensor x_q, Tensor scale, Tensor zero_point, Tensor packed, Tensor weight_scale, "
+    "Tensor weight_zero_point, Tensor? bias, int out_features, ScalarType out_dtype) -> Tensor", int8_quantized_product,
+    lambda x_q, scale, zero_point, packed, weight_scale, weight_zero_point, bias, out_features, out_dtype:
+    x_q.new_empty(*x_q.shape[:-1], out_features, dtype=out_dtype))
 
 
 def _quantized_uint8(x: torch.Tensor, scale: float, zero_point: int) -> torch.Tensor:
