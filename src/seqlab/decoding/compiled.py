@@ -10,13 +10,14 @@ few C++ loops, and the products stay oneDNN's prepacked calls (custom operators,
 :mod:`seqlab.decoding.packed`).
 
 Dynamic shapes: one compilation serves every cache length and batch size (a batch reduced to
-one sentence, which torch specializes, compiles once more). Greedy decoding without and with
-``--compile``, two Zen 5 cores, 64 sentences, alternated in one process (tok/s, fastest of 4–5;
-benchmarks/RESULTS.md; against compiling only the attention, as ``--compile`` did before,
-11–21% faster):
+one sentence, which torch specializes, compiles once more). An int8 layer quantizes its input
+inside the graph (:func:`seqlab.decoding.packed.quantized_in_graph`), fused with the loop that
+makes it, instead of with eager calls and a host sync. Greedy decoding without and with
+``--compile``, two Zen 5 cores, 64 sentences, the four alternated in one process (tok/s, fastest
+of 5; benchmarks/RESULTS.md):
 
-    tiny   bf16 17,904 → 23,735   int8 16,553 → 21,072
-    small  bf16  4,630 →  5,874   int8  4,737 →  5,967
+    tiny   bf16 16,861 → 22,903   int8 14,947 → 21,097
+    small  bf16  4,462 →  5,632   int8  4,738 →  6,793
 
 Beam search keeps the eager step, with the compiled attention kernel of
 :func:`seqlab.models.attention.decoding_kernel`. Compiled whole with every size symbolic, its
