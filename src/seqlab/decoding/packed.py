@@ -225,10 +225,11 @@ def int8_product(x: torch.Tensor, packed: torch.Tensor, weight_scale: torch.Tens
 def quantized_in_graph(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """x ≈ s_x (x_q − z) as :func:`int8_product` quantizes it, in tensor ops that ``torch.compile``
     fuses with the loop that made x (a LayerNorm, a ReLU), and with s_x and z left as 0-d tensors:
-    no host sync, no eager calls. Compiled int8 greedy steps ran 9–14% faster so than with the eager
-    ``aminmax`` + ``quantize_per_tensor`` of :func:`int8_product` (benchmarks/RESULTS.md, tenth
-    session). Non-finite activations are not caught here (that takes a sync): the first, eager,
-    steps of a search catch them. A batch must have rows (``aminmax`` of nothing fails)."""
+    no host sync, no eager calls. Compiled int8 greedy steps ran 9–13% faster this way than with
+    the eager ``aminmax`` + ``quantize_per_tensor`` of :func:`int8_product` (benchmarks/RESULTS.md,
+    tenth session). Non-finite activations are not caught here (that takes a sync), only in the
+    eager calls (the encoder, a search's first steps). A batch must have rows (``aminmax`` of
+    nothing fails)."""
     x = x.float()
     low, high = torch.aminmax(x)
     low, high = low.clamp(max=0.0), high.clamp(min=0.0)  # the range stretched to hold 0
