@@ -6,8 +6,8 @@ and the source, each a separate eager call with its own Python and dispatch over
 Zen 5 cores the tiny benchmark model in bf16 takes 1.1 ms a greedy step for one sentence and
 3.7 ms for 64, so about a third of a 64-sentence step costs the same whatever the batch.
 Compiled, the step is one graph: inductor fuses the element-wise work and the attention into a
-few C++ loops, and the products stay oneDNN's prepacked calls (custom operators,
-:mod:`seqlab.decoding.packed`).
+few C++ loops, and the products stay oneDNN's prepacked calls (operators of seqlab's
+own, :mod:`seqlab.decoding.packed`).
 
 Dynamic shapes: one compilation serves every cache length and batch size (a batch reduced to
 one sentence, which torch specializes, compiles once more). An int8 layer quantizes its input
