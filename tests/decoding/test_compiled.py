@@ -79,6 +79,38 @@ def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
         assert [h[0].tokens for h in hyps] == [h[0].tokens for h in greedy_search(eager, src)]
 
 
+def test_greedy_steps_before_the_compiled_one_leave_the_attention_kernel_alone(monkeypatch):
+    """Greedy's first two steps run eagerly without the compiled attention kernel (compiling its
+    graphs for two steps would cost more than they save); beam steps keep it."""
+    from seqlab.models import attention
+
+    in_step, kernel_calls = [False], []
+
+    def recording_compile(fn, **options):
+        def compiled(*args):
+            in_step[0] = True
+            try:
+                return fn(*args)
+            finally:
+                in_step[0] = False
+        return compiled
+
+    def recording_kernel(q, k, v, mask):
+        kernel_calls.append(in_step[0])
+        return None  # the caller's usual attention
+
+    monkeypatch.setattr(torch, "compile", recording_compile)
+    monkeypatch.setattr(attention, "decoding_kernel", recording_kernel)
+    model = for_inference(_transformer(), "bf16", compile=True)
+    src = sources([5, 9, 3, 7], seed=1)
+    with torch.no_grad():
+        greedy_search(model, src)
+        assert kernel_calls and all(kernel_calls)  # only inside the (here recorded) compiled steps
+        kernel_calls.clear()
+        beam_search(model, src, beam_size=3)
+        assert kernel_calls and not any(kernel_calls)  # every beam step, eagerly
+
+
 def test_compiled_steps_only_for_bf16_transformers_on_cpu():
     assert not hasattr(for_inference(_transformer(), "fp32", compile=True), "compiled_step")  # gains too little
     assert not hasattr(for_inference(_transformer(), "bf16"), "compiled_step")  # not asked for

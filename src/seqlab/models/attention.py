@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from contextlib import contextmanager
 
 import torch
 import torch.nn.functional as F
@@ -130,6 +131,7 @@ def attention_as_sums(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: t
 
 DECODING_KERNEL_MAX_QUERIES = 8  # a decoding step's queries per row of keys: 1, or the beams of a sentence
 _compiled_attention = None  # torch.compile(attention_as_sums), made at first use; False once it has failed
+_kernel_held_off = False  # set by decoding_kernel_held_off()
 
 
 def decoding_kernel_max_queries() -> int:
@@ -143,6 +145,19 @@ def decoding_kernel_max_queries() -> int:
     return 1 if has_amx() else DECODING_KERNEL_MAX_QUERIES
 
 
+@contextmanager
+def decoding_kernel_held_off():
+    """Attention without the compiled kernel inside this block: for a search's few eager steps
+    before a compiled whole step takes over (:mod:`seqlab.decoding.compiled`), where compiling the
+    kernel's two graphs (with a source mask, and without) would cost more than it saves."""
+    global _kernel_held_off
+    held, _kernel_held_off = _kernel_held_off, True
+    try:
+        yield
+    finally:
+        _kernel_held_off = held
+
+
 def decoding_kernel_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
     """Whether the compiled :func:`attention_as_sums` should replace batched matrix products here:
     a decoding step (a few queries, no gradients, more than one key: a first step's single key
@@ -152,7 +167,7 @@ def decoding_kernel_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
     the softmax between them at 8–33 keys; a whole beam-5 decoding of the small benchmark model in
     int8 ~10% faster. In float32, MKL's small products hold their own: no gain measured. How many
     queries per row of keys it takes depends on the CPU (:func:`decoding_kernel_max_queries`)."""
-    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) > 1
+    return (q.device.type == "cpu" and q.dtype == torch.bfloat16 and k.size(-2) > 1 and not _kernel_held_off
             and not torch.is_grad_enabled() and q.size(-2) <= decoding_kernel_max_queries())
 
 
