@@ -63,9 +63,14 @@ class CompiledStep:
                 return None
             with decoding_kernel_held_off():  # greedy's first two steps: not worth the kernel's compilations
                 return self.eager(new_tokens, enc, cache)
-        if self.compiled is None:
-            self.compiled = torch.compile(self.eager, dynamic=True)
         try:
+            if self.compiled is None:
+                self.compiled = torch.compile(self.eager, dynamic=True)
+                # The first call compiles. With dynamic shapes dynamo would take the modules' float
+                # attributes (LayerNorm's eps, nn.Embedding's norm_type) for symbolic inputs, find
+                # that inductor cannot keep them so, and trace the whole step a second time (3-8 s).
+                with torch._dynamo.config.patch(specialize_float=True):
+                    return self.compiled(new_tokens, enc, cache)
             return self.compiled(new_tokens, enc, cache)
         except Exception as error:  # compilation fails as a backend error of many kinds
             warnings.warn(f"compiled decoding steps are off: torch.compile failed here "
