@@ -227,12 +227,17 @@ def decode_worker(impl: str, size: str, precision: str, beams: list[int]) -> dic
 
 def measure(args: list[str]) -> dict:
     """Run one measurement in a fresh process; its result plus its own peak RSS."""
+    start = time.perf_counter()
     proc = subprocess.Popen([sys.executable, __file__, "--worker", *args], stdout=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read()
+    WALL_S[args[0]] = WALL_S.get(args[0], 0.0) + time.perf_counter() - start
     if status != 0:
         return {"error": f"exit {status}"}
     return dict(json.loads(out.strip().splitlines()[-1]), peak_rss_mb=usage.ru_maxrss / 1024)
+
+
+WALL_S: dict[str, float] = {}  # seconds of the run spent in each kind of measurement (train, decode)
 
 
 def train_rows(size: str, steps: int, peaks: dict, results: dict) -> None:
@@ -306,6 +311,7 @@ def main() -> None:
 
     from seqlab.hardware import cpu_model
 
+    started = time.perf_counter()
     by_library = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
     peaks = {precision: max(found.values()) for precision, found in by_library.items()}
     print(f"matrix-product peak, {args.threads} threads (the faster library counts): " + ", ".join(
@@ -321,9 +327,11 @@ def main() -> None:
             train_rows(size, args.steps, peaks, results)
         if "decode" in args.parts:
             decode_rows(size, results)
+    results["wall_s"] = dict(WALL_S, total=time.perf_counter() - started)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)
-    print(f"\nwrote {args.json}")
+    print(f"\n{results['wall_s']['total'] / 60:.1f} min (" + ", ".join(
+        f"{kind} {seconds / 60:.1f}" for kind, seconds in WALL_S.items()) + f"); wrote {args.json}")
 
 
 if __name__ == "__main__":
