@@ -15,7 +15,8 @@ Training (target tokens/s of the fastest timed step, Adam, label smoothing 0.1):
 wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
-start of the same run (the faster of ``torch.mm`` and oneDNN's linear). Decoding (generated tokens/s of the fastest of 3 runs, 64 sentences of 32 tokens, up to 32 new
+start of the same run (the faster of ``torch.mm`` and oneDNN's linear). Decoding (generated
+tokens/s of the faster of 2 runs after a warm-up, 64 sentences of 32 tokens, up to 32 new
 tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8, and bf16 and int8 with
 ``--compile``, whose first, compiling run is reported), Hugging Face ``generate``
 (fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
@@ -39,7 +40,7 @@ from torch import nn
 
 SIZES = {"tiny": dict(d_model=256, layers=3, heads=4, ffn=1024), "small": dict(d_model=512, layers=6, heads=8, ffn=2048)}
 VOCAB, BATCH, LENGTH = 8000, 128, 32
-DECODE_BATCH, NEW_TOKENS, DECODE_REPEATS = 64, 32, 3
+DECODE_BATCH, NEW_TOKENS, DECODE_REPEATS = 64, 32, 2  # 3 took a run on a slow machine past 15 minutes
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> dict[str, float]:
