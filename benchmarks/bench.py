@@ -1,6 +1,6 @@
 """seqlab against the peers, side by side in one run: training and decoding speed, MFU, peak memory.
 
-    python benchmarks/bench.py [--sizes tiny,small] [--steps 5] [--json benchmarks/last.json]
+    python benchmarks/bench.py [--sizes tiny,small] [--steps 4] [--json benchmarks/last.json]
     (make bench installs the peers first: pip install -e '.[bench]')
 
 Every training measurement runs in its own subprocess, so its peak RSS is its own; decoding runs
@@ -296,7 +296,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--parts", default="train,decode", help="train, decode or both (comma-separated)")
-    parser.add_argument("--steps", type=int, default=5,
+    parser.add_argument("--steps", type=int, default=4,
                         help="timed training steps per measurement (the fastest counts: noise only slows)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/last.json")
