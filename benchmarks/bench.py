@@ -164,9 +164,9 @@ def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
 
 
 def decode_worker(impl: str, size: str, precision: str, beams: list[int]) -> dict:
-    """Generated tokens/s of each beam size in ``beams``, in turn in this one process (one model
-    build, one export, one compilation: a process per search took a fifth of a run's decoding time
-    on a slow machine). Keyed by beam size."""
+    """Generated tokens/s of each beam size in ``beams``, in turn in this one process: one model
+    build, one export, one compilation, where a process per search paid each of them again (and
+    2-6 s to import torch, transformers and build the model). Keyed by beam size."""
     model = build("seqlab" if impl == "ct2" else impl, size).eval()
     g = torch.Generator().manual_seed(1)
     src = torch.randint(4, VOCAB, (DECODE_BATCH, LENGTH), generator=g)
