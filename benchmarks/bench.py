@@ -41,6 +41,7 @@ from torch import nn
 SIZES = {"tiny": dict(d_model=256, layers=3, heads=4, ffn=1024), "small": dict(d_model=512, layers=6, heads=8, ffn=2048)}
 VOCAB, BATCH, LENGTH = 8000, 128, 32
 DECODE_BATCH, NEW_TOKENS, DECODE_REPEATS = 64, 32, 2  # 3 took a run on a slow machine past 15 minutes
+BEAMS = (1, 5)  # greedy, then beam 5, in one process per engine
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> dict[str, float]:
@@ -265,14 +266,14 @@ def decode_rows(size: str, results: dict) -> None:
     engines = [("hf", "fp32"), ("ct2", "fp32"), ("ct2", "int8")] + [
         ("seqlab", precision) for precision in ("fp32", "bf16", "int8", "bf16+compile", "int8+compile")]
     by_engine = {}  # "impl precision" -> beam size -> result
-    for impl, precision in engines:  # greedy, then beam 5, in one process per engine
-        found = measure(["decode", impl, size, precision, "1,5"])
+    for impl, precision in engines:
+        found = measure(["decode", impl, size, precision, ",".join(map(str, BEAMS))])
         if "error" in found:
-            by_engine[f"{impl} {precision}"] = {1: found, 5: found}
+            by_engine[f"{impl} {precision}"] = dict.fromkeys(BEAMS, found)
             continue
         rss = found.pop("peak_rss_mb")  # the process's, over both searches
         by_engine[f"{impl} {precision}"] = {int(beam): dict(r, peak_rss_mb=rss) for beam, r in found.items()}
-    for beam in (1, 5):
+    for beam in BEAMS:
         row = {name: per_beam[beam] for name, per_beam in by_engine.items()}
         base = row["ct2 int8"].get("tok_s") or row["hf fp32"]["tok_s"]
         print(f"beam {beam} (ratio to CTranslate2 int8): " + " | ".join(

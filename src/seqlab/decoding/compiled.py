@@ -51,17 +51,13 @@ class CompiledStep:
         self.compiled = None
         self.failed = False
 
-    def applies(self, enc, cache) -> bool:
-        # The first two steps run eagerly: they make the caches (the first with views of the fused
-        # projections, whose strides would cost a compilation of their own).
-        return (not self.failed and cache is not None and cache.position >= 2
-                and getattr(enc, "rows_per_source", 1) == 1)
-
     def __call__(self, new_tokens: torch.Tensor, enc, cache):
-        if not self.applies(enc, cache):
-            if self.failed or getattr(enc, "rows_per_source", 1) != 1:
-                return None
-            with decoding_kernel_held_off():  # greedy's first two steps: not worth the kernel's compilations
+        if self.failed or getattr(enc, "rows_per_source", 1) != 1:  # beam steps stay eager
+            return None
+        if cache is None or cache.position < 2:
+            # The first two steps run eagerly: they make the caches (the first with views of the
+            # fused projections, whose strides would cost a compilation of their own).
+            with decoding_kernel_held_off():  # nor are they worth the attention kernel's compilations
                 return self.eager(new_tokens, enc, cache)
         try:
             if self.compiled is None:
