@@ -9,7 +9,7 @@ import torch
 from seqlab.config import MODEL_CONFIGS
 from seqlab.decoding.compiled import CompiledStep
 from seqlab.decoding.packed import can_quantize
-from seqlab.decoding.search import beam_search, greedy_search
+from seqlab.decoding.search import beam_search, greedy_search, log_prob_top_k
 from seqlab.hardware import has_fast_bf16
 from seqlab.models import build_model
 from seqlab.runs import for_inference
@@ -55,6 +55,18 @@ def test_compiled_steps_give_the_eager_logits(precision):
     torch.testing.assert_close(got, want, atol=0.05 if precision == "bf16" else 0.1, rtol=0.02)
 
 
+@needs_cxx
+def test_compiled_choice_of_candidates_gives_the_eager_one():
+    """The searches' k best next tokens and their log-probabilities through torch.compile, at
+    several batch sizes (one compilation for all: dynamic shapes) and for greedy and beam 5."""
+    step = for_inference(_transformer(), "bf16", compile=True).compiled_step
+    for rows, k in ((64, 1), (37, 1), (320, 10), (9, 10)):
+        logits = (torch.randn(rows, 1000, generator=torch.Generator().manual_seed(rows)) * 3).bfloat16()
+        got, want = step.log_prob_top_k(logits, k), log_prob_top_k(logits, k)
+        assert not step.failed and torch.equal(logits.gather(1, got[1]), logits.gather(1, want[1]))
+        torch.testing.assert_close(got[0], want[0])  # float32 sums in another order
+
+
 def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
     """Greedy steps from the third on go through what torch.compile returned; beam steps never do
     (torch.compile stands in here for a recorder of the calls: test_compiled_steps_give_the_eager_logits
@@ -62,6 +74,9 @@ def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
     calls = []
 
     def recording_compile(fn, **options):
+        if fn is log_prob_top_k:  # the choice of candidates: test_compiled_choice_of_candidates_...
+            return fn
+
         def compiled(*args):
             calls.append(args[2].position)
             return fn(*args)
@@ -87,6 +102,9 @@ def test_greedy_steps_before_the_compiled_one_leave_the_attention_kernel_alone(m
     in_step, kernel_calls = [False], []
 
     def recording_compile(fn, **options):
+        if fn is log_prob_top_k:
+            return fn
+
         def compiled(*args):
             in_step[0] = True
             try:

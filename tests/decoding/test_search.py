@@ -6,7 +6,8 @@ from torch import nn
 
 from seqlab.config import TransformerConfig
 from seqlab.data.tokenizer import BOS, EOS, PAD
-from seqlab.decoding.search import beam_search, greedy_search, length_penalty, search
+from seqlab.decoding.search import (beam_search, greedy_search, length_penalty, log_prob_top_k, search,
+                                   top_continuations)
 from seqlab.models import build_model
 from seqlab.models.interface import EncoderOutput
 
@@ -178,3 +179,43 @@ def test_finished_sentences_leave_the_batch(name, beam):
     alone = [search(model, src[i : i + 1, : n + 1], beam, 1.0, 1.0, 1)[0] for i, n in enumerate(lengths)]
     assert [h[0].tokens for h in together] == [h[0].tokens for h in alone]
     assert [h[0].score for h in together] == pytest.approx([h[0].score for h in alone], abs=1e-5)
+
+
+def _logits_with_hard_rows(V: int, dtype=torch.float32) -> torch.Tensor:
+    """(6, V) random logits; row 0 has its 10 best side by side in one block of 64, row 1 its best
+    in the last position (the shorter last block where V is not a multiple of 64)."""
+    logits = torch.randn(6, V, generator=torch.Generator().manual_seed(V)) * 3
+    start = 3 * 64 if V >= 4 * 64 else 0
+    logits[0, start : start + 10] = 20 + torch.arange(10.0)
+    logits[1, V - 1] = 40
+    return logits.to(dtype)
+
+
+@pytest.mark.parametrize("k", [1, 10])
+@pytest.mark.parametrize("V", [20, 1000, 1024])
+def test_log_prob_top_k_is_log_softmax_then_top_k(V, k):
+    logits = _logits_with_hard_rows(V)
+    want_top, want_ids = torch.log_softmax(logits, dim=-1).topk(k, dim=-1)
+    top, ids = log_prob_top_k(logits, k)
+    assert torch.equal(ids, want_ids)
+    torch.testing.assert_close(top, want_top)
+
+
+@pytest.mark.parametrize("k", [1, 10])
+def test_log_prob_top_k_of_bf16_logits_in_float32(k):
+    """bf16 logits tie more often: the k values must be the k best, whichever of tied ids comes."""
+    logits = _logits_with_hard_rows(1000, torch.bfloat16)
+    want = torch.log_softmax(logits.float(), dim=-1).topk(k, dim=-1).values
+    top, ids = log_prob_top_k(logits, k)
+    assert top.dtype == torch.float32
+    torch.testing.assert_close(top, want)
+    assert torch.equal(logits.gather(1, ids), logits.topk(k, dim=-1).values)
+
+
+def test_rows_at_their_length_cap_may_only_end():
+    logits = _logits_with_hard_rows(1000)
+    must_end = torch.tensor([True, False, False, True, False, False])
+    top, ids = top_continuations(logits, must_end, 3)
+    assert ids[must_end, 0].eq(EOS).all() and top[must_end, 0].eq(0).all()
+    assert top[must_end, 1:].eq(float("-inf")).all()
+    torch.testing.assert_close(top[~must_end], torch.log_softmax(logits[~must_end], -1).topk(3).values)

@@ -34,6 +34,7 @@ import warnings
 
 import torch
 
+from seqlab.decoding.search import log_prob_top_k
 from seqlab.models.attention import compile_failure_reason, decoding_kernel_held_off
 
 
@@ -44,11 +45,15 @@ class CompiledStep:
     steps alone (tiny benchmark model, int8, an empty inductor cache, two Zen 4 cores: a first
     greedy run of 64 sentences 53 → 41 s). Calls return None elsewhere (beam steps), and once
     compilation has failed here (no C++ compiler, say: then a one-line warning, once), so the
-    caller runs the eager step."""
+    caller runs the eager step.
+
+    Both searches, beams included, also choose each step's candidates through it
+    (:meth:`log_prob_top_k`)."""
 
     def __init__(self, model: torch.nn.Module):
         self.eager = model.decode_step
         self.compiled = None
+        self.compiled_top_k = None
         self.failed = False
 
     def __call__(self, new_tokens: torch.Tensor, enc, cache):
@@ -69,7 +74,23 @@ class CompiledStep:
                     return self.compiled(new_tokens, enc, cache)
             return self.compiled(new_tokens, enc, cache)
         except Exception as error:  # compilation fails as a backend error of many kinds
-            warnings.warn(f"compiled decoding steps are off: torch.compile failed here "
-                          f"({compile_failure_reason(error)})", RuntimeWarning, stacklevel=2)
-            self.failed = True
+            return self._fail(error)
+
+    def log_prob_top_k(self, logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+        """:func:`seqlab.decoding.search.log_prob_top_k` through ``torch.compile`` (the log-probabilities
+        of the k best next tokens and their ids), or None once compilation has failed here."""
+        if self.failed:
             return None
+        try:
+            if self.compiled_top_k is None:
+                self.compiled_top_k = torch.compile(log_prob_top_k, dynamic=True)
+            return self.compiled_top_k(logits, k)
+        except Exception as error:
+            return self._fail(error)
+
+    def _fail(self, error: Exception) -> None:
+        """A one-line warning, once; every later call returns None (the caller's eager path)."""
+        warnings.warn(f"compiled decoding steps are off: torch.compile failed here "
+                      f"({compile_failure_reason(error)})", RuntimeWarning, stacklevel=3)
+        self.failed = True
+        return None
