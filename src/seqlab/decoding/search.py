@@ -97,10 +97,11 @@ def log_prob_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     one loop over each row. PyTorch's CPU top-k sorts out each row's k best of all V; here it looks
     only among the k blocks of 64 with the highest maxima (a block holding one of the k best has
     a maximum at least as high as it, so fewer than k blocks can beat it), where the maxima are
-    another fused reduction. Tiny benchmark model, bf16 with ``--compile``, 64 sentences, alternated
-    in one process on two AMX Xeon cores: greedy 11–14% and beam 5 14–20% faster than the eager
-    log-softmax and top-k (benchmarks/RESULTS.md); eagerly the same lines ran no faster than
-    those, so eager searches keep them.
+    another fused reduction. With ``--compile``, 64 sentences, both choices alternated in one
+    process on two AMX Xeon cores (fastest of 5 runs; benchmarks/RESULTS.md): greedy 2–11% and
+    beam 5 4–21% faster than the eager log-softmax and top-k, for the tiny and small benchmark
+    models in bf16 and int8. Run eagerly these lines were no faster for bf16 logits (the casts
+    and reductions each make a vocabulary-wide tensor), so eager searches keep the log-softmax.
     """
     N, V = logits.shape
     blocks = V // TOP_K_BLOCK
