@@ -68,14 +68,17 @@ def test_compiled_choice_of_candidates_gives_the_eager_one():
 
 
 def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
-    """Greedy steps from the third on go through what torch.compile returned; beam steps never do
-    (torch.compile stands in here for a recorder of the calls: test_compiled_steps_give_the_eager_logits
-    compiles for real)."""
-    calls = []
+    """Greedy steps from the third on go through what torch.compile returned; beam steps never do;
+    both searches choose every step's candidates through it (torch.compile stands in here for a
+    recorder of the calls: the tests above compile for real)."""
+    calls, choices = [], []
 
     def recording_compile(fn, **options):
-        if fn is log_prob_top_k:  # the choice of candidates: test_compiled_choice_of_candidates_...
-            return fn
+        if fn is log_prob_top_k:
+            def choose(logits, k):
+                choices.append(k)
+                return fn(logits, k)
+            return choose
 
         def compiled(*args):
             calls.append(args[2].position)
@@ -88,9 +91,11 @@ def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
     src = sources([5, 9, 3, 7], seed=1)
     with torch.no_grad():
         beam_search(model, src, beam_size=3)
-        assert calls == []  # beams keep the eager step
+        assert calls == [] and choices and set(choices) == {6}  # beams keep the eager step; 2K candidates
+        choices.clear()
         hyps = greedy_search(model, src)
         assert calls and min(calls) == 2 and calls == sorted(calls)  # every step from the third on
+        assert len(choices) == len(calls) + 2 and set(choices) == {1}  # every step, the first two too
         assert [h[0].tokens for h in hyps] == [h[0].tokens for h in greedy_search(eager, src)]
 
 
