@@ -58,7 +58,8 @@ def test_compiled_steps_give_the_eager_logits(precision):
 @needs_cxx
 def test_compiled_choice_of_candidates_gives_the_eager_one():
     """The searches' k best next tokens and their log-probabilities through torch.compile, at
-    several batch sizes (one compilation for all: dynamic shapes) and for greedy and beam 5."""
+    several batch sizes (dynamic shapes: one compilation for every batch, and one more for
+    greedy's k = 1, which torch specializes) and for greedy and beam 5."""
     step = for_inference(_transformer(), "bf16", compile=True).compiled_step
     for rows, k in ((64, 1), (37, 1), (320, 10), (9, 10)):
         logits = (torch.randn(rows, 1000, generator=torch.Generator().manual_seed(rows)) * 3).bfloat16()
