@@ -93,8 +93,8 @@ def log_prob_top_k(logits: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Te
     ids, (N, k) each: :func:`top_continuations` written for ``torch.compile``.
 
     Without a log-softmax of the whole vocabulary: the k best tokens are those of the largest
-    logits, and log Σ exp is one reduction (in float32), which inductor fuses with the cast into
-    one loop over each row. PyTorch's CPU top-k sorts out each row's k best of all V; here it looks
+    logits, and log Σ exp is a reduction (in float32), which inductor fuses with the cast into one
+    kernel (a pass for the maximum, a pass for the sum, over each row). PyTorch's CPU top-k sorts out each row's k best of all V; here it looks
     only among the k blocks of 64 with the highest maxima (a block holding one of the k best has
     a maximum at least as high as it, so fewer than k blocks can beat it), where the maxima are
     another fused reduction. With ``--compile``, 64 sentences, both choices alternated in one
