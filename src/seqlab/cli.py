@@ -132,8 +132,8 @@ def translate(
     max_len_ratio: Optional[float] = typer.Option(None, "--max-len-ratio", help="Output ≤ ratio · source length + extra."),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences decoded at once."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
-    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast where the CPU has AMX/AVX512-BF16 "
-                                                              "or on GPUs) or int8 (dynamic quantization, CPU)."),
+    precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast on AMX CPUs, AMD's AVX512-BF16 "
+                                                              "and GPUs; measured, warned if slow) or int8 (dynamic quantization, CPU)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
     compile: bool = typer.Option(False, "--compile", help="Decoding steps through torch.compile: greedy steps whole, "
                                  "beams' attention (bf16/int8 on CPU; seconds of compiling first, so for large "

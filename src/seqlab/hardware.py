@@ -1,12 +1,16 @@
 """What this machine can do fast: detected, never assumed.
 
-bf16 matrix products run several times faster than fp32 on CPUs with AMX or AVX512-BF16 units
-(and on recent GPUs), but tens of times *slower* on CPUs without them, so bf16 is only ever
-used when asked for, and a warning says when the hardware will not help.
+bf16 matrix products run several times faster than fp32 on CPUs with AMX tiles (4–7× on the
+Xeons measured) and about twice as fast on AMD's AVX512-BF16 cores (Zen 4, Zen 5), but tens of
+times *slower* on CPUs without bf16 instructions, and even with AVX512-BF16 an Intel core without
+AMX (a Xeon whose hypervisor hides its tiles) multiplies bf16 at half its fp32 speed. So bf16 is
+only ever used when asked for, and a warning says when the hardware will not help: the CPU's
+flags say whether it has bf16 instructions at all, one measured product whether they are fast.
 """
 
 from __future__ import annotations
 
+import time
 from contextlib import nullcontext
 from functools import lru_cache
 
@@ -49,11 +53,35 @@ def has_amx() -> bool:
     return "amx_bf16" in cpu_flags()
 
 
-def has_fast_bf16(device: torch.device) -> bool:
-    """True where bf16 matrix products have hardware support: AMX/AVX512-BF16 CPUs, bf16-capable GPUs."""
+def has_bf16_units(device: torch.device) -> bool:
+    """True where bf16 arithmetic has hardware support: AMX/AVX512-BF16 CPUs, bf16-capable GPUs.
+    Whether bf16 matrix products are also *faster* than fp32 there: :func:`bf16_matmul_speedup`."""
     if device.type == "cuda":
         return torch.cuda.is_bf16_supported()
     return bool({"amx_bf16", "avx512_bf16"} & cpu_flags())
+
+
+@lru_cache(maxsize=1)
+def bf16_matmul_speedup() -> float:
+    """How many times faster this CPU multiplies matrices in bfloat16 than in float32: one
+    linear layer of the size a training step multiplies (512 rows, 1024 → 1024), each precision's
+    fastest of 3 calls after a warm-up, with torch's current threads; measured once per process
+    (about 0.1 s, most of it oneDNN's first call). Flags cannot tell: an Emerald Rapids Xeon with its AMX tiles hidden by the
+    hypervisor (only ``avx512_bf16`` shown) measured 0.5× where the same CPU with them measured
+    6× (benchmarks/RESULTS.md)."""
+    x = torch.randn(512, 1024)
+    weight = torch.randn(1024, 1024)
+    seconds = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        x_, w_ = x.to(dtype), weight.to(dtype)
+        torch.nn.functional.linear(x_, w_)
+        best = float("inf")
+        for _ in range(3):  # the fastest call: a noisy neighbour's slice only ever slows one
+            start = time.perf_counter()
+            torch.nn.functional.linear(x_, w_)
+            best = min(best, time.perf_counter() - start)
+        seconds[dtype] = best
+    return seconds[torch.float32] / seconds[torch.bfloat16]
 
 
 @lru_cache(maxsize=1)
@@ -80,7 +108,14 @@ def autocast(device: torch.device, precision: str):
 
 
 def precision_warning(device: torch.device, precision: str) -> str | None:
-    if precision == "bf16" and not has_fast_bf16(device):
+    """Why ``precision`` will be slow here, in one line, or None."""
+    if precision != "bf16":
+        return None
+    if not has_bf16_units(device):
         return (f"precision bf16 on a {device.type} without bf16 matrix units (no amx_bf16/avx512_bf16): "
                 "expect it to be slower than fp32")
+    if device.type == "cpu" and (speedup := bf16_matmul_speedup()) < 1.0:
+        return (f"precision bf16: this CPU multiplies bf16 matrices at {speedup:.2f}× its fp32 speed (measured; "
+                f"{'AMX tiles present' if has_amx() else 'AVX512-BF16 without AMX tiles'}): expect bf16 to be "
+                "slower than fp32 here (for faster decoding try --precision int8)")
     return None

@@ -121,13 +121,13 @@ def for_inference(model: torch.nn.Module, precision: str, compile: bool = False)
     """
     from seqlab.decoding.compiled import CompiledStep
     from seqlab.decoding.packed import can_pack, can_quantize, pack_linears, quantize_linears
-    from seqlab.hardware import has_fast_bf16
+    from seqlab.hardware import has_bf16_units
     from seqlab.models.attention import MultiHeadAttention
     from seqlab.models.transformer import Transformer
 
     model = copy.deepcopy(model).eval()
     onednn_int8 = precision == "int8" and can_quantize(model)
-    if precision == "bf16" or (onednn_int8 and has_fast_bf16(torch.device("cpu"))):
+    if precision == "bf16" or (onednn_int8 and has_bf16_units(torch.device("cpu"))):
         model = model.to(torch.bfloat16)
     for module in model.modules():
         if isinstance(module, MultiHeadAttention):

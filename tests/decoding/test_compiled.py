@@ -10,7 +10,7 @@ from seqlab.config import MODEL_CONFIGS
 from seqlab.decoding.compiled import CompiledStep
 from seqlab.decoding.packed import can_quantize
 from seqlab.decoding.search import beam_search, greedy_search, log_prob_top_k
-from seqlab.hardware import has_fast_bf16
+from seqlab.hardware import has_bf16_units
 from seqlab.models import build_model
 from seqlab.runs import for_inference
 from tests.conftest import TINY_MODELS
@@ -19,7 +19,7 @@ from tests.decoding.test_search import sources
 needs_cxx = pytest.mark.skipif(not any(shutil.which(c) for c in ("g++", "c++", "clang++")),
                                reason="torch.compile's CPU kernels need a C++ compiler")
 PRECISIONS = ["bf16", pytest.param("int8", marks=pytest.mark.skipif(
-    not (can_quantize(torch.nn.Linear(2, 2)) and has_fast_bf16(torch.device("cpu"))),
+    not (can_quantize(torch.nn.Linear(2, 2)) and has_bf16_units(torch.device("cpu"))),
     reason="int8 around bf16 needs oneDNN's int8 kernels and bf16 matrix units"))]
 
 

@@ -13,7 +13,7 @@ from seqlab.decoding.packed import (Int8Linear, PackedLinear, can_pack, can_quan
 from seqlab.decoding.sampling import generate
 from seqlab.decoding.search import beam_search, greedy_search
 from seqlab.models import build_model
-from seqlab.hardware import fp32_gemm_prefers_onednn, has_fast_bf16
+from seqlab.hardware import fp32_gemm_prefers_onednn, has_bf16_units
 from seqlab.runs import for_inference
 from tests.conftest import TINY_MODELS
 from tests.decoding.test_search import sources
@@ -192,9 +192,9 @@ def test_int8_linear_under_compile_quantizes_in_tensor_ops_to_the_same_product()
 @needs_int8
 @pytest.mark.parametrize("kind, bf16_units", [(kind, True) for kind in TINY_MODELS] + [("transformer", False)])
 def test_int8_inference_copy_runs_every_product_in_int8_and_stays_close(kind, bf16_units, monkeypatch):
-    if bf16_units and not has_fast_bf16(torch.device("cpu")):
+    if bf16_units and not has_bf16_units(torch.device("cpu")):
         pytest.skip("needs a CPU with bf16 matrix units")
-    monkeypatch.setattr("seqlab.hardware.has_fast_bf16", lambda device: bf16_units)
+    monkeypatch.setattr("seqlab.hardware.has_bf16_units", lambda device: bf16_units)
     torch.manual_seed(0)
     model = build_model(MODEL_CONFIGS[kind](**TINY_MODELS[kind]), 20, 20).eval()
     int8 = for_inference(model, "int8")

@@ -45,7 +45,7 @@ import warnings
 import torch
 from torch import nn
 
-from seqlab.hardware import cpu_flags, fp32_gemm_prefers_onednn, has_fast_bf16
+from seqlab.hardware import cpu_flags, fp32_gemm_prefers_onednn, has_bf16_units
 
 ROWS_HINT = 64  # the reorder is tuned for this many rows; any number works
 # A packed float32 product loses to MKL's for small weights and few rows (oneDNN's call costs
@@ -62,7 +62,7 @@ def can_pack(model: nn.Module) -> bool:
     if weight.dtype == torch.float32:
         return fp32_gemm_prefers_onednn()
     return (weight.dtype == torch.bfloat16 and torch.ops.mkldnn._is_mkldnn_bf16_supported()
-            and has_fast_bf16(weight.device))
+            and has_bf16_units(weight.device))
 
 
 def packed_product(x: torch.Tensor, packed: torch.Tensor, bias: torch.Tensor | None, out_features: int) -> torch.Tensor:
