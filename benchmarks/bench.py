@@ -11,7 +11,8 @@ both). Models are built from random-init configurations of the same shape:
   embeddings, sub-layer outputs and inside the FFN in all three;
 * shared vocabulary of 8000, batches of 128 sentences × 32 tokens (4096 target tokens).
 
-Training (target tokens/s of the fastest timed step, Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
+Training (target tokens/s of the fastest timed step, of up to 4 after two warm-up steps, fewer
+once they have taken 15 s; Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
 wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
@@ -42,6 +43,9 @@ SIZES = {"tiny": dict(d_model=256, layers=3, heads=4, ffn=1024), "small": dict(d
 VOCAB, BATCH, LENGTH = 8000, 128, 32
 DECODE_BATCH, NEW_TOKENS, DECODE_REPEATS = 64, 32, 2  # 3 took a run on a slow machine past 15 minutes
 BEAMS = (1, 5)  # greedy, then beam 5, in one process per engine
+# Timed training steps stop at --steps, or earlier once they have taken this long (2 at least): where
+# a step takes 10-14 s (small, bf16 products without AMX tiles) 2 of them, not 4.
+TIMED_TRAIN_S = 15.0
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> dict[str, float]:
@@ -155,7 +159,7 @@ def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
         step()  # also the warm-up
     step()
     times = []
-    for _ in range(steps):
+    while len(times) < steps and (len(times) < 2 or sum(times) < TIMED_TRAIN_S):
         start = time.perf_counter()
         step()
         times.append(time.perf_counter() - start)
@@ -236,7 +240,8 @@ def measure(args: list[str]) -> dict:
     WALL_S[args[0]] = WALL_S.get(args[0], 0.0) + time.perf_counter() - start
     if status != 0:
         return {"error": f"exit {status}"}
-    return dict(json.loads(out.strip().splitlines()[-1]), peak_rss_mb=usage.ru_maxrss / 1024)
+    return dict(json.loads(out.strip().splitlines()[-1]), peak_rss_mb=usage.ru_maxrss / 1024,
+                process_s=time.perf_counter() - start)
 
 
 WALL_S: dict[str, float] = {}  # seconds of the run spent in each kind of measurement (train, decode)
@@ -271,8 +276,9 @@ def decode_rows(size: str, results: dict) -> None:
         if "error" in found:
             by_engine[f"{impl} {precision}"] = dict.fromkeys(BEAMS, found)
             continue
-        rss = found.pop("peak_rss_mb")  # the process's, over both searches
-        by_engine[f"{impl} {precision}"] = {int(beam): dict(r, peak_rss_mb=rss) for beam, r in found.items()}
+        rss, process_s = found.pop("peak_rss_mb"), found.pop("process_s")  # the process's, over both searches
+        by_engine[f"{impl} {precision}"] = {int(beam): dict(r, peak_rss_mb=rss, process_s=process_s)
+                                            for beam, r in found.items()}
     for beam in BEAMS:
         row = {name: per_beam[beam] for name, per_beam in by_engine.items()}
         base = row["ct2 int8"].get("tok_s") or row["hf fp32"]["tok_s"]
@@ -298,7 +304,8 @@ def main() -> None:
     parser.add_argument("--sizes", default="tiny,small")
     parser.add_argument("--parts", default="train,decode", help="train, decode or both (comma-separated)")
     parser.add_argument("--steps", type=int, default=4,
-                        help="timed training steps per measurement (the fastest counts: noise only slows)")
+                        help="timed training steps per measurement, fewer (2 at least) once they take "
+                        f"{TIMED_TRAIN_S:.0f} s (the fastest counts: noise only slows)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/last.json")
     parser.add_argument("--worker", nargs="*")
