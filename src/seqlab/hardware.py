@@ -139,13 +139,15 @@ def keep_freed_memory() -> bool:
     top) and the next step's tensor is fresh memory that faults in page by page, which a virtual
     machine makes dear. Blocks of up to 32 MB now come from the heap, and the heap keeps up to
     1 GB free: the process's peak memory stays what it was, it just is not given back between
-    steps. Tiny benchmark model, int8 ``--compile``, greedy, 64 sentences, on an Emerald Rapids
-    VM: 11,000-15,000 page faults a run → about 100, 10% faster (benchmarks/RESULTS.md). This is
+    steps. 64 sentences of the benchmark models, int8, an Emerald Rapids VM (benchmarks/RESULTS.md):
+    tiny greedy (``--compile``) 8,000-14,000 page faults a run → 0-70, system time 10-29 → 1-5 ms
+    of a 210 ms run; small beam 5, 10,000-37,000 → 6-1,900 and 51-78 → 15-17 ms of 2.4 s. A few
+    percent at most, inside that VM's noise in wall time; peak memory the same. This is
     what PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``) gets by preloading jemalloc
     or tcmalloc. Decoding only (:func:`seqlab.runs.for_inference`): a training step's largest
     tensors are over 32 MB anyway, and the tiny benchmark model's fp32 steps, with 10,000-13,000
-    faults a step instead of 16,000-33,000, ran no faster. Left alone where the user chose: a ``MALLOC_*`` setting in the environment, an
-    allocator in ``LD_PRELOAD``; and off glibc (macOS, musl)."""
+    faults a step instead of 16,000-33,000, ran no faster. Left alone where the user chose (a
+    ``MALLOC_*`` setting in the environment, an allocator in ``LD_PRELOAD``) and off glibc."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
             return False
