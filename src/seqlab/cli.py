@@ -133,7 +133,8 @@ def translate(
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="Sentences decoded at once."),
     device: str = typer.Option("auto", "--device", help="auto, cpu or cuda."),
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast on AMX CPUs, AMD's AVX512-BF16 "
-                                                              "and GPUs; measured, warned if slow) or int8 (dynamic quantization, CPU)."),
+                                                              "and GPUs; warned where measured slow) or int8 "
+                                                              "(dynamic quantization, CPU)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
     compile: bool = typer.Option(False, "--compile", help="Decoding steps through torch.compile: greedy steps whole, "
                                  "beams' attention (bf16/int8 on CPU; seconds of compiling first, so for large "

@@ -68,9 +68,10 @@ def bf16_matmul_speedup() -> float:
     """How many times faster this CPU multiplies matrices in bfloat16 than in float32: one
     linear layer of the size a training step multiplies (512 rows, 1024 → 1024), each precision's
     fastest of 3 calls after a warm-up, with torch's current threads; measured once per process
-    (about 0.1 s, most of it oneDNN's first call). Flags cannot tell: an Emerald Rapids Xeon with its AMX tiles hidden by the
-    hypervisor (only ``avx512_bf16`` shown) measured 0.5× where the same CPU with them measured
-    6× (benchmarks/RESULTS.md)."""
+    (about 0.1 s, most of it oneDNN's first call). Flags cannot tell: an Emerald Rapids Xeon VM
+    whose hypervisor hides the AMX tiles (only ``avx512_bf16`` shown) measured 0.54×, where the
+    same CPU model with its tiles multiplies square bf16 matrices about 7× faster than float32
+    (benchmarks/RESULTS.md)."""
     x = torch.randn(512, 1024)
     weight = torch.randn(1024, 1024)
     seconds = {}
