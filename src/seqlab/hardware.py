@@ -141,7 +141,7 @@ def keep_freed_memory() -> bool:
     machine makes dear. Blocks of up to 32 MB now come from the heap, and the heap keeps up to
     1 GB free: the process's peak memory stays what it was, it just is not given back between
     steps. 64 sentences of the benchmark models, int8, an Emerald Rapids VM (benchmarks/RESULTS.md):
-    tiny greedy (``--compile``) 8,000-14,000 page faults a run → 0-70, system time 10-29 → 1-5 ms
+    tiny greedy (``--compile``) 7,600-14,100 page faults a run → 0-70, system time 10-29 → 1-5 ms
     of a 210 ms run; small beam 5, 10,000-37,000 → 6-1,900 and 51-78 → 15-17 ms of 2.4 s. A few
     percent at most, inside that VM's noise in wall time; peak memory the same. This is
     what PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``) gets by preloading jemalloc
