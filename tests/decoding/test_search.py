@@ -74,6 +74,18 @@ def test_nbest_is_sorted_and_distinct():
     assert hyps[1].tokens == [A]  # A <eos>: 0.6 · 0.3 = 0.18, the runner-up
 
 
+def test_beam_wider_than_the_vocabulary():
+    """Beam 8 over 6 tokens: the first step has fewer continuations than beams (the rest start
+    dead), and the search still finds the best hypothesis and distinct runners-up."""
+    src = torch.tensor([[A, A, EOS]])
+    hyps = beam_search(TRAP, src, beam_size=8, length_penalty_alpha=0.0, max_len_ratio=1.0, max_len_extra=3, nbest=8)[0]
+    assert hyps[0].tokens == [B]
+    assert hyps[0].score == pytest.approx(math.log(0.4 * 0.99), abs=1e-5)
+    assert hyps[1].tokens == [A]
+    assert len({tuple(h.tokens) for h in hyps}) == len(hyps)
+    assert [h.score for h in hyps] == sorted((h.score for h in hyps), reverse=True)
+
+
 def test_length_penalty_of_wu_et_al():
     assert length_penalty(1, 1.0) == pytest.approx(1.0)
     assert length_penalty(7, 0.6) == pytest.approx((12 / 6) ** 0.6)
@@ -174,8 +186,9 @@ def test_finished_sentences_leave_the_batch(name, beam):
     model.decode_step = counting_step
     together = search(model, src, beam, 1.0, 1.0, 1)
     del model.decode_step
-    assert rows_seen[0] == len(lengths) * beam
-    assert rows_seen[-1] < rows_seen[0] and rows_seen == sorted(rows_seen, reverse=True)
+    assert rows_seen[0] == len(lengths)  # the first step: one row per sentence, all its beams alike
+    assert rows_seen[1] == len(lengths) * beam
+    assert rows_seen[-1] < rows_seen[1] and rows_seen[1:] == sorted(rows_seen[1:], reverse=True)
     alone = [search(model, src[i : i + 1, : n + 1], beam, 1.0, 1.0, 1)[0] for i, n in enumerate(lengths)]
     assert [h[0].tokens for h in together] == [h[0].tokens for h in alone]
     assert [h[0].score for h in together] == pytest.approx([h[0].score for h in alone], abs=1e-5)

@@ -192,14 +192,16 @@ def beam_search(
     the length penalty); the best K that do not end in <eos> become the new live beams. A
     sentence is done once it has K finished hypotheses (as in fairseq), so beam size 1 is exactly
     greedy search; a done sentence leaves the batch at once (its rows are dropped in the reorder
-    every step makes anyway), so later steps compute only the sentences still searched.
+    every step makes anyway), so later steps compute only the sentences still searched. The first
+    step, where a sentence's K beams would all be the same <bos>, runs one row per sentence (as
+    CTranslate2's does) and its best K continuations become the K beams.
     """
     B, K, device = src.size(0), beam_size, src.device
     nbest, compiled = min(nbest, K), getattr(model, "compiled_step", None)
-    enc = model.encode(src)
-    max_len = max_output_lengths(enc, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
+    first_enc = model.encode(src)  # the first step's: one row per sentence
+    max_len = max_output_lengths(first_enc, max_len_ratio, max_len_extra, model.max_positions - 1)  # (B,)
     L, shortest = int(max_len.max()), int(max_len.min())
-    enc = enc.repeat_for_beams(K)  # B·K rows, the K beams of sentence b in rows b·K … b·K + K − 1
+    enc = first_enc.repeat_for_beams(K)  # B·K rows, the K beams of sentence b in rows b·K … b·K + K − 1
 
     # The sentences still searched (indices into src); a finished one leaves the batch, its
     # results kept in out_scores and out_tokens. Below, n counts the sentences still searched.
@@ -207,9 +209,8 @@ def beam_search(
     out_scores = torch.full((B, K), float("-inf"), device=device)
     out_tokens = torch.full((B, K, L), PAD, dtype=torch.long, device=device)
 
-    tokens = torch.full((B * K, 1), BOS, dtype=torch.long, device=device)  # (n·K, 1) live prefixes
-    beam_scores = torch.full((B, K), float("-inf"), device=device)
-    beam_scores[:, 0] = 0.0  # all K beams start identical: let only the first one propose
+    tokens = torch.full((B, 1), BOS, dtype=torch.long, device=device)  # (n·K, t + 1) live prefixes; (B, 1) at first
+    beam_scores = torch.zeros(B, 1, device=device)  # (n, K); one beam per sentence at first
     fin_scores = torch.full((B, K), float("-inf"), device=device)  # length-normalised
     fin_tokens = torch.full((B, K, L), PAD, dtype=torch.long, device=device)
     done = torch.zeros(B, dtype=torch.bool, device=device)
@@ -217,15 +218,19 @@ def beam_search(
     cache = None
 
     for t in range(L):
-        n = active.numel()
-        must_end = (t + 1 >= max_len).repeat_interleave(K) if t + 1 >= shortest else None  # (n·K,)
-        logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (n·K, V)
+        n, beams = active.numel(), beam_scores.size(1)  # beams: 1 at the first step, K after it
+        must_end = (t + 1 >= max_len).repeat_interleave(beams) if t + 1 >= shortest else None  # (n·K,)
+        logits, cache = next_logits(model, tokens, enc if t else first_enc, cache, use_cache)  # (n·K, V)
         k = candidates_per_beam(K, logits.size(-1))
         logp, ids = top_continuations(logits, must_end, k, compiled)  # (n·K, k) each
-        candidates = (beam_scores.view(n * K, 1) + logp).view(n, K * k)  # (n, K·k)
-        top_scores, top_ids = candidates.topk(min(2 * K, K * k), dim=1)  # (n, 2K)
-        beam_of, token = top_ids // k, ids.view(n, K * k).gather(1, top_ids)  # (n, 2K) each
-        prefix_rows = (torch.arange(n, device=device)[:, None] * K + beam_of)  # (n, 2K) rows of `tokens`
+        candidates = (beam_scores.view(n * beams, 1) + logp).view(n, beams * k)  # (n, K·k)
+        top_scores, top_ids = candidates.topk(min(2 * K, beams * k), dim=1)  # (n, 2K)
+        if top_scores.size(1) < K:  # a first step with fewer tokens than beams: the other beams start dead
+            missing = (n, K - top_scores.size(1))
+            top_scores = torch.cat([top_scores, top_scores.new_full(missing, float("-inf"))], dim=1)
+            top_ids = torch.cat([top_ids, top_ids.new_zeros(missing)], dim=1)
+        beam_of, token = top_ids // k, ids.view(n, beams * k).gather(1, top_ids)  # (n, 2K) each
+        prefix_rows = (torch.arange(n, device=device)[:, None] * beams + beam_of)  # (n, 2K) rows of `tokens`
         is_eos = token == EOS
 
         # Candidates ending in <eos> among the top K finish; merge them into the finished lists.
