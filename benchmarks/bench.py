@@ -278,7 +278,7 @@ def decode_rows(size: str, results: dict, bf16_pays: bool = True) -> None:
         seqlab_modes = [mode for mode in seqlab_modes if not mode.startswith("bf16")]
         print("        (seqlab bf16 left out: bf16 matrix products run slower than fp32 on this CPU)")
     # CTranslate2 int8, the reference of every ratio, runs first and again last, the faster run counting:
-    # a shared machine's slow spell (runs 2x slower for a minute) should not make the ratios.
+    # a shared machine's slow spell (CTranslate2 int8 ran 3x slower for minutes) should not make the ratios.
     engines = [("ct2", "int8"), ("hf", "fp32"), ("ct2", "fp32")] + [
         ("seqlab", precision) for precision in seqlab_modes] + [("ct2", "int8")]
     by_engine = {}  # "impl precision" -> beam size -> result
