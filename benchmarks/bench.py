@@ -44,7 +44,7 @@ VOCAB, BATCH, LENGTH = 8000, 128, 32
 DECODE_BATCH, NEW_TOKENS = 64, 32
 # Timed decoding runs: the fastest counts, of at least 2, at most DECODE_REPEATS, stopping once they
 # total DECODE_TIMED_S. A tiny model's run lasts 0.2-1.5 s and a best of 2 of those moved by 20-50%
-# between runs of the benchmark on a shared 2-core VM; a small model's run (0.7-7 s) gets 2-4 of them.
+# between runs of the benchmark on a shared 2-core VM; a small model's run (0.7-7 s) gets 2-5 of them.
 DECODE_REPEATS, DECODE_TIMED_S = 6, 3.0
 BEAMS = (1, 5)  # greedy, then beam 5, in one process per engine
 # Timed training steps stop at --steps, or earlier once they have taken this long (2 at least): where
