@@ -113,11 +113,11 @@ def for_inference(model: torch.nn.Module, precision: str, compile: bool = False)
     3,401 → 4,380 tok/s against bf16, beam 5 1,221 → 1,358), else in float32; elsewhere torch's
     dynamic quantization (fbgemm), around float32.
 
-    ``compile`` (bfloat16 on CPU): a Transformer's greedy decoding steps compiled whole by
-    ``torch.compile`` (:mod:`seqlab.decoding.compiled`), and beam search's attention through a
-    compiled kernel where that pays (bf16, and int8 around bf16): see
-    :func:`seqlab.models.attention.decoding_kernel_applies`. The first steps wait for the
-    compilation (seconds, once per process and shape family; a C++ compiler is needed, and
+    ``compile`` (bfloat16 on CPU): a Transformer's decoding steps compiled whole by
+    ``torch.compile`` (:mod:`seqlab.decoding.compiled`: one graph for greedy steps, one for beam
+    steps; bf16, and int8 around bf16), and other decoders' attention through a compiled kernel
+    where that pays (:func:`seqlab.models.attention.decoding_kernel_applies`). The first steps
+    wait for the compilation (seconds, once per process and search; a C++ compiler is needed, and
     without one decoding goes on uncompiled after a warning), so it pays on large test sets.
     """
     from seqlab.decoding.compiled import CompiledStep
@@ -143,7 +143,7 @@ def for_inference(model: torch.nn.Module, precision: str, compile: bool = False)
     elif precision == "int8":
         return _dynamic_int8(model)
     if compile and isinstance(model, Transformer) and _bf16_on_cpu(model):
-        model.compiled_step = CompiledStep(model)  # greedy steps compiled whole (searches take it)
+        model.compiled_step = CompiledStep(model)  # decoding steps compiled whole (searches take it)
     return model
 
 

@@ -1,5 +1,6 @@
 """Decoding steps compiled whole (seqlab.decoding.compiled): the eager step's logits, to bf16
-rounding, through the compiled graph where it applies, and the eager step elsewhere."""
+rounding, through the compiled graphs where they apply (greedy steps and beam steps), and the
+eager step elsewhere."""
 
 import shutil
 
@@ -7,7 +8,8 @@ import pytest
 import torch
 
 from seqlab.config import MODEL_CONFIGS
-from seqlab.decoding.compiled import CompiledStep
+from seqlab.data.tokenizer import BOS
+from seqlab.decoding.compiled import CompiledStep, _beam_step_by_source
 from seqlab.decoding.packed import can_quantize
 from seqlab.decoding.search import beam_search, greedy_search, log_prob_top_k
 from seqlab.hardware import has_bf16_units
@@ -41,6 +43,29 @@ def _steps(step, model, src, tokens):
     return torch.stack(out, 1).float()  # (B, T, V)
 
 
+def _beam_steps(step, model, src, K=3):
+    """Logits of beam steps (K rows per sentence) as beam search takes them: the first step on one
+    row per sentence, then ``step`` on every row, the cache reordered among each sentence's beams
+    after every step, and sentence 1 leaving the batch after the third."""
+    g = torch.Generator().manual_seed(3)
+    out = []
+    with torch.no_grad():
+        first = model.encode(src)
+        n, enc = src.size(0), first.repeat_for_beams(K)
+        _, cache = model.decode_step(torch.full((n, 1), BOS), first, None)
+        cache = cache.index_select(torch.arange(n).repeat_interleave(K), same_sources=True)
+        for t in range(1, 7):
+            logits, cache = step(torch.randint(4, 20, (n * K, 1), generator=g), enc, cache)
+            out.append(logits.float())
+            parents = torch.arange(n)[:, None] * K + torch.randint(0, K, (n, K), generator=g)  # (n, K) rows
+            sources = None
+            if t == 3:
+                sources = torch.tensor([i for i in range(n) if i != 1])
+                parents, enc, n = parents[sources], enc.keep_sources(sources), n - 1
+            cache = cache.index_select(parents.view(-1), same_sources=True, sources=sources)
+    return out
+
+
 @needs_cxx
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_compiled_steps_give_the_eager_logits(precision):
@@ -56,6 +81,24 @@ def test_compiled_steps_give_the_eager_logits(precision):
 
 
 @needs_cxx
+@pytest.mark.parametrize("precision", PRECISIONS)
+def test_compiled_beam_steps_give_the_eager_logits_in_one_graph(precision):
+    """Beam steps through their own graph: the eager logits, as sentences leave the batch too, from
+    one compilation (the beam count a constant, the number of sentences symbolic)."""
+    graphs = lambda: len(torch._dynamo.eval_frame._debug_get_cache_entry_list(_beam_step_by_source.__code__))  # noqa: E731
+    before = graphs()  # of other models, compiled by other tests
+    model = for_inference(_transformer(), precision, compile=True)
+    src = sources([5, 9, 3, 7], seed=1)
+    want = _beam_steps(model.decode_step, model, src)
+    got = _beam_steps(lambda *args: model.compiled_step(*args) or model.decode_step(*args), model, src)
+    assert model.compiled_step.compiled_beams is not None and not model.compiled_step.failed
+    assert graphs() == before + 1
+    assert [g.shape for g in got] == [w.shape for w in want]  # 4 sentences × 3 beams, then 3 × 3
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, atol=0.05 if precision == "bf16" else 0.1, rtol=0.02)
+
+
+@needs_cxx
 def test_compiled_choice_of_candidates_gives_the_eager_one():
     """The searches' k best next tokens and their log-probabilities through torch.compile, at
     several batch sizes (dynamic shapes: one compilation for every batch, and one more for
@@ -68,11 +111,12 @@ def test_compiled_choice_of_candidates_gives_the_eager_one():
         torch.testing.assert_close(got[0], want[0])  # float32 sums in another order
 
 
-def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
-    """Greedy steps from the third on go through what torch.compile returned; beam steps never do;
+def test_searches_take_the_compiled_steps_from_the_third_on(monkeypatch):
+    """Greedy steps from the third on go through what torch.compile returned for the greedy step,
+    beam steps through what it returned for the beams' step, their rows given by sentence (n, K);
     both searches choose every step's candidates through it (torch.compile stands in here for a
     recorder of the calls: the tests above compile for real)."""
-    calls, choices = [], []
+    greedy_calls, beam_calls, choices = [], [], []
 
     def recording_compile(fn, **options):
         if fn is log_prob_top_k:
@@ -82,7 +126,10 @@ def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
             return choose
 
         def compiled(*args):
-            calls.append(args[2].position)
+            if fn is _beam_step_by_source:  # (decode_step, tokens (n, K, 1), src_mask, self_kv, cross_kv, position)
+                beam_calls.append((args[5], tuple(args[1].shape)))
+            else:
+                greedy_calls.append(args[2].position)
             return fn(*args)
         return compiled
 
@@ -91,18 +138,23 @@ def test_searches_take_the_compiled_step_for_greedy_only(monkeypatch):
     eager = for_inference(_transformer(), "bf16")
     src = sources([5, 9, 3, 7], seed=1)
     with torch.no_grad():
-        beam_search(model, src, beam_size=3)
-        assert calls == [] and choices and set(choices) == {6}  # beams keep the eager step; 2K candidates
+        hyps = beam_search(model, src, beam_size=3)
+        positions = [position for position, _ in beam_calls]
+        assert greedy_calls == [] and min(positions) == 2 and positions == sorted(positions)
+        assert {shape[1:] for _, shape in beam_calls} == {(3, 1)} and beam_calls[0][1][0] == 4  # 4 sentences × 3 beams
+        assert all(shape[0] > 1 for _, shape in beam_calls)  # a last sentence alone steps eagerly
+        assert len(choices) >= len(beam_calls) + 2 and set(choices) == {6}  # every step; 2K candidates
+        assert [h[0].tokens for h in hyps] == [h[0].tokens for h in beam_search(eager, src, beam_size=3)]
         choices.clear()
         hyps = greedy_search(model, src)
-        assert calls and min(calls) == 2 and calls == sorted(calls)  # every step from the third on
-        assert len(choices) == len(calls) + 2 and set(choices) == {1}  # every step, the first two too
+        assert greedy_calls and min(greedy_calls) == 2 and greedy_calls == sorted(greedy_calls)
+        assert len(choices) == len(greedy_calls) + 2 and set(choices) == {1}  # every step, the first two too
         assert [h[0].tokens for h in hyps] == [h[0].tokens for h in greedy_search(eager, src)]
 
 
-def test_greedy_steps_before_the_compiled_one_leave_the_attention_kernel_alone(monkeypatch):
-    """Greedy's first two steps run eagerly without the compiled attention kernel (compiling its
-    graphs for two steps would cost more than they save); beam steps keep it."""
+def test_steps_before_the_compiled_ones_leave_the_attention_kernel_alone(monkeypatch):
+    """A search's first two steps run eagerly without the compiled attention kernel (compiling its
+    graphs for two steps would cost more than they save), greedy and beam search alike."""
     from seqlab.models import attention
 
     in_step, kernel_calls = [False], []
@@ -132,7 +184,7 @@ def test_greedy_steps_before_the_compiled_one_leave_the_attention_kernel_alone(m
         assert kernel_calls and all(kernel_calls)  # only inside the (here recorded) compiled steps
         kernel_calls.clear()
         beam_search(model, src, beam_size=3)
-        assert kernel_calls and not any(kernel_calls)  # every beam step, eagerly
+        assert kernel_calls and all(kernel_calls)
 
 
 def test_compiled_steps_only_for_bf16_transformers_on_cpu():
