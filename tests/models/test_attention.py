@@ -260,6 +260,24 @@ def test_compiled_decoding_follows_the_usual_path(monkeypatch):
     torch.testing.assert_close(got.float(), want.float(), atol=3e-2, rtol=3e-2)
 
 
+@needs_cxx
+def test_compiled_kernel_serves_a_cache_as_long_as_a_head_from_one_compilation(monkeypatch):
+    """A cache of d_k keys (64 = 64) and the next step's 65: one graph, not a second one that duck
+    sizing (one symbol for equal sizes) would force."""
+    monkeypatch.setattr(attention, "_compiled_attention", None)
+    graphs = lambda: len(torch._dynamo.eval_frame._debug_get_cache_entry_list(attention.attention_as_sums.__code__))  # noqa: E731
+    before = graphs()  # of other tests
+    torch.manual_seed(0)
+    q = torch.randn(6, 2, 1, 64).bfloat16()  # (B, H, 1, d_k)
+    for keys in (64, 65, 80):
+        k, v = torch.randn(2, 6, 2, keys, 64).bfloat16()  # (B, H, T_k, d_k) each
+        with torch.no_grad():
+            got = attention.decoding_kernel(q, k, v, None)
+        want = attention.attention_as_sums(q, k, v, None)
+        torch.testing.assert_close(got.float(), want.float(), atol=1e-2, rtol=1e-2)
+    assert graphs() == before + 1
+
+
 def test_compiled_decoding_falls_back_with_one_warning(monkeypatch):
     """Where torch.compile cannot build the kernel, decoding warns once and goes on as without it."""
     def failing_compile(fn, **options):
