@@ -202,7 +202,7 @@ def decode_worker(impl: str, size: str, precision: str, beams: list[int]) -> dic
         from seqlab.hardware import autocast
         from seqlab.runs import for_inference
 
-        compile = precision.endswith("+compile")  # torch.compile: greedy steps whole, beams' attention
+        compile = precision.endswith("+compile")  # torch.compile: greedy and beam steps whole
         precision = precision.removesuffix("+compile")
         model = for_inference(model, precision, compile=compile)
         src = torch.cat([src, torch.full((DECODE_BATCH, 1), 3)], 1)  # seqlab sources end in <eos>
