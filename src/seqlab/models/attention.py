@@ -23,8 +23,8 @@ import warnings
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 import torch.fx.experimental._config as fx_config
+import torch.nn.functional as F
 from torch import nn
 
 from seqlab.hardware import has_amx
