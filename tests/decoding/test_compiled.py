@@ -86,15 +86,16 @@ def test_compiled_beam_steps_give_the_eager_logits_in_one_graph(precision):
     """Beam steps through their own graph: the eager logits, as sentences leave the batch too, from
     one compilation (the beam count a constant, the number of sentences symbolic)."""
     code = _beam_step_by_source.__code__
-    torch._dynamo.reset_code(code)  # other tests' graphs, which these steps might reuse
+    torch._dynamo.reset_code(code)  # other tests' graphs, which these steps might reuse,
+    torch._dynamo.reset_code_state()  # and the sizes they saw vary, which dynamo would never duck-size
     graphs = lambda: len(torch._dynamo.eval_frame._debug_get_cache_entry_list(code))  # noqa: E731
     model = for_inference(_transformer(), precision, compile=True)
-    src = sources([5, 9, 3, 7], seed=1)
+    src = sources([5, 9, 3, 7] * 4, seed=1)  # 16 sentences, as many as a head is wide: kept apart
     want = _beam_steps(model.decode_step, model, src)
     got = _beam_steps(lambda *args: model.compiled_step(*args) or model.decode_step(*args), model, src)
     assert model.compiled_step.compiled_beams is not None and not model.compiled_step.failed
     assert graphs() == 1
-    assert [g.shape for g in got] == [w.shape for w in want]  # 4 sentences × 3 beams, then 3 × 3
+    assert [g.shape for g in got] == [w.shape for w in want]  # 16 sentences × 3 beams, then 15 × 3
     for g, w in zip(got, want):
         torch.testing.assert_close(g, w, atol=0.05 if precision == "bf16" else 0.1, rtol=0.02)
 

@@ -266,7 +266,8 @@ def test_compiled_kernel_serves_a_cache_as_long_as_a_head_from_one_compilation(m
     sizing (one symbol for equal sizes) would force."""
     monkeypatch.setattr(attention, "_compiled_attention", None)
     code = attention.attention_as_sums.__code__
-    torch._dynamo.reset_code(code)  # other tests' graphs, which one of these calls might reuse
+    torch._dynamo.reset_code(code)  # other tests' graphs, which one of these calls might reuse,
+    torch._dynamo.reset_code_state()  # and the sizes they saw vary, which dynamo would never duck-size
     graphs = lambda: len(torch._dynamo.eval_frame._debug_get_cache_entry_list(code))  # noqa: E731
     torch.manual_seed(0)
     q = torch.randn(6, 2, 1, 64).bfloat16()  # (B, H, 1, d_k)

@@ -42,10 +42,9 @@ from __future__ import annotations
 import warnings
 
 import torch
-import torch.fx.experimental._config as fx_config
 
 from seqlab.decoding.search import log_prob_top_k
-from seqlab.models.attention import compile_failure_reason, decoding_kernel_held_off
+from seqlab.models.attention import compile_failure_reason, decoding_kernel_held_off, duck_sizing_off
 from seqlab.models.interface import DecoderCache, EncoderOutput
 
 
@@ -104,7 +103,7 @@ class CompiledStep:
             self.compiled_beams = torch.compile(_beam_step_by_source, dynamic=True)
         # specialize_float as for greedy steps; no duck sizing, which gives sizes of equal value one
         # symbol (64 sentences and 64-wide heads, say) and, once one of them is specialized, all.
-        with torch._dynamo.config.patch(specialize_float=True), fx_config.patch(use_duck_shape=False):
+        with torch._dynamo.config.patch(specialize_float=True), duck_sizing_off():
             logits, new_cache = self.compiled_beams(self.eager, tokens, src_mask, cache.self_kv,
                                                     cache.cross_kv, cache.position)
         new_cache.spare_kv = cache.spare_kv

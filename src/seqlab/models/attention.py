@@ -172,6 +172,19 @@ def decoding_kernel_applies(q: torch.Tensor, k: torch.Tensor) -> bool:
             and not torch.is_grad_enabled() and q.size(-2) <= decoding_kernel_max_queries())
 
 
+@contextmanager
+def duck_sizing_off():
+    """torch.compile without duck sizing inside this block: sizes of equal value (a cache of 64 keys
+    and 64-wide heads, 64 sentences and 64-wide heads) stay separate symbols, instead of one that
+    recompiles the graph as soon as they part. Set and restored by hand: 5 µs a call, where
+    ``config.patch()`` takes 26."""
+    duck, fx_config.use_duck_shape = fx_config.use_duck_shape, False
+    try:
+        yield
+    finally:
+        fx_config.use_duck_shape = duck
+
+
 def compile_failure_reason(error: Exception) -> str:
     """The first line of a torch.compile failure (its backend errors run to pages), for a one-line warning."""
     text = str(error).strip()
@@ -189,14 +202,8 @@ def decoding_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
     if _compiled_attention is None:
         _compiled_attention = torch.compile(attention_as_sums, dynamic=True)
     try:
-        # Without duck sizing: a cache of d_k keys would otherwise share d_k's symbol, and the
-        # next step, one key longer, would compile the kernel again. (Set and restored by hand:
-        # 5 µs a call, where config.patch() takes 26.)
-        duck, fx_config.use_duck_shape = fx_config.use_duck_shape, False
-        try:
+        with duck_sizing_off():  # else a cache of d_k keys recompiles the kernel at the next step
             return _compiled_attention(q, k, v, mask)
-        finally:
-            fx_config.use_duck_shape = duck
     except Exception as error:  # compilation fails as a backend error of many kinds
         warnings.warn(f"compiled decoding is off: torch.compile failed here ({compile_failure_reason(error)})",
                       RuntimeWarning, stacklevel=2)
