@@ -43,17 +43,18 @@ def _steps(step, model, src, tokens):
     return torch.stack(out, 1).float()  # (B, T, V)
 
 
-def _beam_steps(step, model, src, K=3):
+def _beam_steps(step, model, src, K=3, kv_in_place=False):
     """Logits of beam steps (K rows per sentence) as beam search takes them: the first step on one
     row per sentence, then ``step`` on every row, the cache reordered among each sentence's beams
-    after every step, and sentence 1 leaving the batch after the third."""
+    after every step (its K, V moved, or left in place and read through ``kv_rows``), and
+    sentence 1 leaving the batch after the third."""
     g = torch.Generator().manual_seed(3)
     out = []
     with torch.no_grad():
         first = model.encode(src)
         n, enc = src.size(0), first.repeat_for_beams(K)
         _, cache = model.decode_step(torch.full((n, 1), BOS), first, None)
-        cache = cache.index_select(torch.arange(n).repeat_interleave(K), same_sources=True)
+        cache = cache.index_select(torch.arange(n).repeat_interleave(K), same_sources=True, kv_in_place=kv_in_place)
         for t in range(1, 7):
             logits, cache = step(torch.randint(4, 20, (n * K, 1), generator=g), enc, cache)
             out.append(logits.float())
@@ -62,7 +63,8 @@ def _beam_steps(step, model, src, K=3):
             if t == 3:
                 sources = torch.tensor([i for i in range(n) if i != 1])
                 parents, enc, n = parents[sources], enc.keep_sources(sources), n - 1
-            cache = cache.index_select(parents.view(-1), same_sources=True, sources=sources)
+            cache = cache.index_select(parents.view(-1), same_sources=True, sources=sources, kv_in_place=kv_in_place)
+            assert (cache.kv_rows is not None) == kv_in_place
     return out
 
 
@@ -83,8 +85,10 @@ def test_compiled_steps_give_the_eager_logits(precision):
 @needs_cxx
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_compiled_beam_steps_give_the_eager_logits_in_one_graph(precision):
-    """Beam steps through their own graph: the eager logits, as sentences leave the batch too, from
-    one compilation (the beam count a constant, the number of sentences symbolic)."""
+    """Beam steps through their own graph, reading the cache in place as compiled beam search does:
+    the eager logits of a moved cache, as sentences leave the batch too (fewer rows than the
+    buffers then), from one compilation (the beam count a constant, the number of sentences
+    symbolic)."""
     code = _beam_step_by_source.__code__
     torch._dynamo.reset_code(code)  # other tests' graphs, which these steps might reuse,
     torch._dynamo.reset_code_state()  # and the sizes they saw vary, which dynamo would never duck-size
@@ -92,7 +96,8 @@ def test_compiled_beam_steps_give_the_eager_logits_in_one_graph(precision):
     model = for_inference(_transformer(), precision, compile=True)
     src = sources([5, 9, 3, 7] * 4, seed=1)  # 16 sentences, as many as a head is wide: kept apart
     want = _beam_steps(model.decode_step, model, src)
-    got = _beam_steps(lambda *args: model.compiled_step(*args) or model.decode_step(*args), model, src)
+    got = _beam_steps(lambda *args: model.compiled_step(*args) or model.decode_step(*args), model, src,
+                      kv_in_place=True)
     assert model.compiled_step.compiled_beams is not None and not model.compiled_step.failed
     assert graphs() == 1
     assert [g.shape for g in got] == [w.shape for w in want]  # 16 sentences × 3 beams, then 15 × 3
@@ -128,8 +133,10 @@ def test_searches_take_the_compiled_steps_from_the_third_on(monkeypatch):
             return choose
 
         def compiled(*args):
-            if fn is _beam_step_by_source:  # (decode_step, tokens (n, K, 1), src_mask, self_kv, cross_kv, position)
+            if fn is _beam_step_by_source:  # (decode_step, tokens (n, K, 1), src_mask, self_kv, cross_kv,
+                # position, kv_rows)
                 beam_calls.append((args[5], tuple(args[1].shape)))
+                assert args[6].shape == (*args[1].shape[:2], args[5])  # the K, V read in place
             else:
                 greedy_calls.append(args[2].position)
             return fn(*args)

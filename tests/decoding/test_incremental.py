@@ -52,6 +52,18 @@ def test_step_logits_equal_full_decode_logits():
     assert cache.position == 7 and keys.shape[:2] == (4, 2) and keys.size(2) >= 7 and keys.size(3) == 16
 
 
+def test_beam_steps_reading_the_cache_in_place_equal_moving_it():
+    """Beam steps whose cache stays in place (read through ``kv_rows``, as compiled beam search
+    keeps it) give the logits of steps whose cache is moved to each survivor's row."""
+    from tests.decoding.test_compiled import _beam_steps
+
+    model, src = model_and_source("transformer/pre-learned")
+    moved = _beam_steps(model.decode_step, model, src)
+    in_place = _beam_steps(model.decode_step, model, src, kv_in_place=True)
+    for a, b in zip(in_place, moved, strict=True):
+        torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)
+
+
 @pytest.mark.parametrize("kind", ["gpt", "rnn_lm"])
 def test_language_models_step_equals_full_and_generation_is_unchanged(kind):
     torch.manual_seed(0)

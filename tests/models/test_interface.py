@@ -23,3 +23,30 @@ def test_beam_reorder_of_a_cache_with_room_reuses_the_previous_buffers():
     moved = exact.index_select(rows)  # a cache of exactly the filled size: one position of room
     assert moved.self_kv[0][0].size(2) == 6
     torch.testing.assert_close(moved.self_kv[0][0][:, :, :5], keys[rows, :, :5])
+
+
+def _read_through_rows(cache: DecoderCache) -> torch.Tensor:
+    """Each row's cached keys (N, H, position, d_k), read where ``kv_rows`` says they lie."""
+    keys, positions = cache.self_kv[0][0], torch.arange(cache.position)
+    return keys[cache.kv_rows, :, positions].transpose(1, 2)
+
+
+def test_reorder_in_place_records_where_each_survivors_keys_lie():
+    """With kv_in_place the buffers stay put and kv_rows tells each survivor's K, V apart: the
+    same keys as the moved cache, through two reorders and a sentence leaving; a first step's
+    one row per sentence grows to its beams, and a full buffer gets room for the next position."""
+    torch.manual_seed(0)
+    keys, values = torch.randn(6, 2, 16, 4), torch.randn(6, 2, 16, 4)
+    moved = DecoderCache(position=5, self_kv=[(keys.clone(), values.clone())])
+    kept = DecoderCache(position=5, self_kv=[(keys.clone(), values.clone())])
+    buffer = kept.self_kv[0][0].data_ptr()
+    for rows in (torch.tensor([1, 1, 0, 5, 3, 2]), torch.tensor([2, 2, 4, 0]), torch.tensor([3, 0])):
+        moved, kept = moved.index_select(rows), kept.index_select(rows, kv_in_place=True)
+        assert kept.kv_rows.shape == (rows.numel(), 5) and kept.self_kv[0][0].data_ptr() == buffer
+        torch.testing.assert_close(_read_through_rows(kept), moved.self_kv[0][0][:, :, :5])
+
+    first = DecoderCache(position=1, self_kv=[(keys[:2, :, :1].contiguous(), values[:2, :, :1].contiguous())])
+    beams = first.index_select(torch.tensor([0, 0, 0, 1, 1, 1]), same_sources=True, kv_in_place=True)
+    assert beams.self_kv[0][0].shape == (6, 2, 16, 4)  # rows for every beam, room for 15 more positions
+    assert beams.kv_rows.tolist() == [[0], [0], [0], [1], [1], [1]]
+    torch.testing.assert_close(_read_through_rows(beams), keys[[0, 0, 0, 1, 1, 1], :, :1])

@@ -28,7 +28,11 @@ element; with the number of sentences left static, each sentence that finished r
 graph.) One graph serves every n from 2 up, finished sentences leaving the batch included; a
 last sentence alone (n = 1, which torch would specialize) takes the eager step. The caches'
 buffers are passed in as they are, so the step's new keys and values are stored into them in
-place (passed as views made for the graph, they were copied back whole at every step). Beam 5,
+place (passed as views made for the graph, they were copied back whole at every step), and the
+step's survivors leave them there: each row reads its ancestors' keys and values where they lie,
+through ``kv_rows`` (:meth:`seqlab.models.interface.DecoderCache.index_select` with
+``kv_in_place``), in loops of the graph's own, where the reorder had copied the whole
+self-attention cache after every step (19% of the profiled time of small int8 beam 5). Beam 5,
 int8, 64 sentences, eager steps (with the compiled attention kernel) and compiled ones
 alternated in one process (two Xeon cores without AMX, tok/s, fastest of 3-4;
 benchmarks/RESULTS.md):
@@ -97,15 +101,17 @@ class CompiledStep:
         n = new_tokens.size(0) // K
         by_source = lambda t: t.view(n, K, *t.shape[1:])  # noqa: E731
         tokens, src_mask = by_source(new_tokens), by_source(enc.src_mask)
-        for t in (tokens, src_mask):
-            torch._dynamo.mark_static(t, 1)  # K a constant, n symbolic (at every call: a recompilation keeps it so)
+        kv_rows = None if cache.kv_rows is None else by_source(cache.kv_rows)
+        for t in (tokens, src_mask, kv_rows):
+            if t is not None:
+                torch._dynamo.mark_static(t, 1)  # K a constant, n symbolic (at every call: a recompilation keeps it so)
         if self.compiled_beams is None:
             self.compiled_beams = torch.compile(_beam_step_by_source, dynamic=True)
         # specialize_float as for greedy steps; no duck sizing, which gives sizes of equal value one
         # symbol (64 sentences and 64-wide heads, say) and, once one of them is specialized, all.
         with torch._dynamo.config.patch(specialize_float=True), duck_sizing_off():
             logits, new_cache = self.compiled_beams(self.eager, tokens, src_mask, cache.self_kv,
-                                                    cache.cross_kv, cache.position)
+                                                    cache.cross_kv, cache.position, kv_rows)
         new_cache.spare_kv = cache.spare_kv
         return logits, new_cache
 
@@ -131,14 +137,19 @@ class CompiledStep:
 
 def _beam_step_by_source(decode_step, tokens: torch.Tensor, src_mask: torch.Tensor,
                          self_kv: list[tuple[torch.Tensor, torch.Tensor]],
-                         cross_kv: list[tuple[torch.Tensor, torch.Tensor]], position: int):
+                         cross_kv: list[tuple[torch.Tensor, torch.Tensor]], position: int,
+                         kv_rows: torch.Tensor | None = None):
     """``decode_step`` of beams given by sentence: tokens (n, K, 1), src_mask (n, K, S), the
-    self-attention cache (n·K, H, ≥ position + 1, d_k) and the encoder's K, V (n, H, S, d_k).
-    The checks tell torch.compile how the row counts relate, so that it keeps one symbol, n."""
+    self-attention cache (n·K rows, or R ≥ n·K read through kv_rows (n, K, position); H,
+    ≥ position + 1, d_k) and the encoder's K, V (n, H, S, d_k). The checks tell torch.compile
+    how the row counts relate, so that it keeps one symbol, n (and R)."""
     n, K = tokens.shape[:2]
     for t in (src_mask, *(t for kv in cross_kv for t in kv)):
         torch._check(t.size(0) == n)
     for t in (t for kv in self_kv for t in kv):
-        torch._check(t.size(0) == n * K)
+        torch._check(t.size(0) == n * K if kv_rows is None else t.size(0) >= n * K)
+    if kv_rows is not None:
+        torch._check(kv_rows.size(2) == position)
+        kv_rows = kv_rows.reshape(n * K, position)
     enc = EncoderOutput(None, src_mask.reshape(n * K, -1), rows_per_source=K)  # no memory: the cache has its K, V
-    return decode_step(tokens.reshape(n * K, 1), enc, DecoderCache(position, list(self_kv), cross_kv))
+    return decode_step(tokens.reshape(n * K, 1), enc, DecoderCache(position, list(self_kv), cross_kv, kv_rows=kv_rows))

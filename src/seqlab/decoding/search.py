@@ -192,7 +192,9 @@ def beam_search(
     the length penalty); the best K that do not end in <eos> become the new live beams. A
     sentence is done once it has K finished hypotheses (as in fairseq), so beam size 1 is exactly
     greedy search; a done sentence leaves the batch at once (its rows are dropped in the reorder
-    every step makes anyway), so later steps compute only the sentences still searched. The first
+    every step makes anyway), so later steps compute only the sentences still searched. (With a
+    compiled step the reorder leaves the self-attention keys and values where they are and
+    records where each beam's lie: :meth:`DecoderCache.index_select`.) The first
     step, where a sentence's K beams would all be the same <bos>, runs one row per sentence (as
     CTranslate2's does) and its best K continuations become the K beams.
     """
@@ -263,7 +265,7 @@ def beam_search(
         rows = rows.view(-1)  # (n·K,) the parent row of each surviving beam
         tokens = torch.cat([tokens[rows], new_tokens.view(-1, 1)], dim=1)  # (n·K, t + 2)
         if cache is not None:  # each survivor keeps its own keys, values or state
-            cache = cache.index_select(rows, same_sources=True, sources=sources)
+            cache = cache.index_select(rows, same_sources=True, sources=sources, kv_in_place=compiled is not None)
 
     out_scores[active], out_tokens[active] = fin_scores, fin_tokens
     results = []

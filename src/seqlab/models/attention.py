@@ -341,8 +341,8 @@ class MultiHeadAttention(nn.Module):
             k, v = kv if kv is not None else self.project_kv(key, value)  # (B, H, T_k, d_k) each
         return self.attend(q, k, v, mask, is_causal, need_weights)
 
-    def extend(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, filled: int
-               ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def extend(self, x: torch.Tensor, past: tuple[torch.Tensor, torch.Tensor] | None, filled: int,
+               rows: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """Incremental self-attention: new positions x (N, t, C) attend to the ``filled`` cached
         positions of ``past`` K, V (N, H, ≥ filled, d_k) and to themselves. Returns (N, t, C) and
         the cache with the new K, V at positions ``filled`` … ``filled + t − 1``.
@@ -356,9 +356,23 @@ class MultiHeadAttention(nn.Module):
         filled size, because bf16 products on views of a larger buffer run 1.5–3.5× slower than
         on contiguous K, V, which outweighs the copy. A cache passed in is consumed: its buffers
         may be written by this step.
+
+        ``rows`` (N, filled + 1), for one new position: the cache's K, V are read where they lie,
+        key j of row i in row ``rows[i, j]`` of ``past`` (beam search's hypotheses read their
+        ancestors' keys without moving them: :meth:`DecoderCache.index_select`), and the new K, V
+        go to position ``filled`` of rows 0 … N − 1, where ``past`` must have room for them.
         """
         q, k, v = self._project(x, self.q_proj, self.k_proj, self.v_proj)  # (N, H, t, d_k) each
         T = filled + x.size(1)
+        if rows is not None:
+            for buffer, new in zip(past, (k, v)):
+                buffer.narrow(0, 0, x.size(0))[:, :, filled:T] = new  # narrow: one compiled graph for N ≤ R rows
+            positions = torch.arange(T, device=x.device)
+            keys, values = (buffer[rows, :, positions].transpose(1, 2) for buffer in past)  # (N, H, T, d_k) each
+            if torch.compiler.is_compiling():  # as sums, which read K, V where they lie (the products
+                # attend() writes out inductor would replace by a fused kernel that gathers them first)
+                return self._merge_heads(attention_as_sums(q, keys, values), x.size(0), 1, 1), past
+            return self.attend(q, keys, values)[0], past
         if past is not None and past[0].size(2) >= T:  # room for these positions
             past[0][:, :, filled:T], past[1][:, :, filled:T] = k, v
             cache = past

@@ -135,16 +135,17 @@ class DecoderLayer(nn.Module):
         y = self.cross_attn_block(y, lambda s: self.cross_attn(s, memory, memory, mask=src_mask)[0])
         return self.ffn_block(y, self.ffn)  # (B, T, C)
 
-    def step(self, y: torch.Tensor, self_kv: tuple | None, position: int, cross_kv: tuple, src_mask: torch.Tensor
-             ) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
+    def step(self, y: torch.Tensor, self_kv: tuple | None, position: int, cross_kv: tuple, src_mask: torch.Tensor,
+             kv_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, tuple[torch.Tensor, torch.Tensor]]:
         """One new position y (N, 1, C) after ``position`` cached ones: its K, V join them, so it
         attends to every earlier position (no mask needed: the future is not there yet); the
-        encoder's K, V come precomputed."""
+        encoder's K, V come precomputed. ``kv_rows``: where each row's cached K, V lie
+        (:meth:`MultiHeadAttention.extend`)."""
         new_kv = None
 
         def attend_to_past(s: torch.Tensor) -> torch.Tensor:
             nonlocal new_kv
-            out, new_kv = self.self_attn.extend(s, self_kv, position)
+            out, new_kv = self.self_attn.extend(s, self_kv, position, kv_rows)
             return out
 
         y = self.self_attn_block(y, attend_to_past)
@@ -239,13 +240,17 @@ class Transformer(nn.Module):
             cache = DecoderCache(position=0, self_kv=[None] * len(self.decoder_layers), cross_kv=cross)
         y = self.embed(new_tokens, self.tgt_embed, start=cache.position)  # (N, 1, C)
         mask = enc.src_mask[:, None, None, :]  # (N, 1, 1, S)
+        rows = cache.kv_rows
+        if rows is not None:  # K, V read in place (beam search): each row's ancestors', then its own
+            N = new_tokens.size(0)
+            rows = torch.cat([rows, torch.arange(N, device=rows.device)[:, None]], dim=1)  # (N, position + 1)
         self_kv = []
         for layer, past, cross in zip(self.decoder_layers, cache.self_kv, cache.cross_kv):
-            y, kv = layer.step(y, past, cache.position, cross, mask)
+            y, kv = layer.step(y, past, cache.position, cross, mask, rows)
             self_kv.append(kv)
         logits = self.project(self.decoder_norm(y))[:, -1]  # (N, V)
         return logits, DecoderCache(cache.position + new_tokens.size(1), self_kv, cache.cross_kv,
-                                    spare_kv=cache.spare_kv)
+                                    spare_kv=cache.spare_kv, kv_rows=rows)
 
     def forward(self, src: torch.Tensor, tgt_in: torch.Tensor, features_only: bool = False) -> torch.Tensor:
         """Teacher forcing: logits (B, T, V) for every target position in one pass (or the hidden
