@@ -83,6 +83,31 @@ def test_compiled_steps_give_the_eager_logits(precision):
 
 
 @needs_cxx
+def test_compiled_greedy_steps_store_into_a_reserved_cache_in_place():
+    """A greedy search reserves room for all its steps before the first compiled one: the compiled
+    steps then store each new K, V into those buffers, where eager bf16 steps re-make the cache at
+    its exact size, and give the eager logits."""
+    model = for_inference(_transformer(), "bf16", compile=True)
+    src = sources([5, 9, 3, 7], seed=1)
+    tokens = torch.randint(4, 20, (4, 6), generator=torch.Generator().manual_seed(2))
+    want = _steps(model.decode_step, model, src, tokens)
+    buffers = []
+
+    def reserving_step(new_tokens, enc, cache):
+        if cache.position == 2:
+            cache = cache.reserve(tokens.size(1) + 1)
+        logits, cache = model.compiled_step(new_tokens, enc, cache) or model.decode_step(new_tokens, enc, cache)
+        buffers.append(cache.self_kv[0][0])
+        return logits, cache
+
+    got = _steps(reserving_step, model, src, tokens)
+    assert model.compiled_step.compiled is not None and not model.compiled_step.failed
+    assert buffers[0].size(2) == 2  # an eager bf16 step's cache: its exact size
+    assert buffers[1].size(2) == 16 and len({b.data_ptr() for b in buffers[1:]}) == 1  # reserved, filled in place
+    torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
+
+
+@needs_cxx
 @pytest.mark.parametrize("precision", PRECISIONS)
 def test_compiled_beam_steps_give_the_eager_logits_in_one_graph(precision):
     """Beam steps through their own graph, reading the cache in place as compiled beam search does:
@@ -119,11 +144,12 @@ def test_compiled_choice_of_candidates_gives_the_eager_one():
 
 
 def test_searches_take_the_compiled_steps_from_the_third_on(monkeypatch):
-    """Greedy steps from the third on go through what torch.compile returned for the greedy step,
+    """Greedy steps from the third on go through what torch.compile returned for the greedy step
+    (their cache given room for the whole search before the first of them),
     beam steps through what it returned for the beams' step, their rows given by sentence (n, K);
     both searches choose every step's candidates through it (torch.compile stands in here for a
     recorder of the calls: the tests above compile for real)."""
-    greedy_calls, beam_calls, choices = [], [], []
+    greedy_calls, beam_calls, choices, capacities = [], [], [], set()
 
     def recording_compile(fn, **options):
         if fn is log_prob_top_k:
@@ -139,6 +165,7 @@ def test_searches_take_the_compiled_steps_from_the_third_on(monkeypatch):
                 assert args[6].shape == (*args[1].shape[:2], args[5])  # the K, V read in place
             else:
                 greedy_calls.append(args[2].position)
+                capacities.add(args[2].self_kv[0][0].size(2))
             return fn(*args)
         return compiled
 
@@ -157,6 +184,7 @@ def test_searches_take_the_compiled_steps_from_the_third_on(monkeypatch):
         choices.clear()
         hyps = greedy_search(model, src)
         assert greedy_calls and min(greedy_calls) == 2 and greedy_calls == sorted(greedy_calls)
+        assert len(capacities) == 1 and capacities.pop() > max(greedy_calls) + 1  # room reserved once for all
         assert len(choices) == len(greedy_calls) + 2 and set(choices) == {1}  # every step, the first two too
         assert [h[0].tokens for h in hyps] == [h[0].tokens for h in greedy_search(eager, src)]
 

@@ -50,3 +50,14 @@ def test_reorder_in_place_records_where_each_survivors_keys_lie():
     assert beams.self_kv[0][0].shape == (6, 2, 16, 4)  # rows for every beam, room for 15 more positions
     assert beams.kv_rows.tolist() == [[0], [0], [0], [1], [1], [1]]
     torch.testing.assert_close(_read_through_rows(beams), keys[[0, 0, 0, 1, 1, 1], :, :1])
+
+
+def test_reserve_gives_room_for_later_positions_and_keeps_the_filled_ones():
+    torch.manual_seed(0)
+    keys, values = torch.randn(3, 2, 5, 4), torch.randn(3, 2, 5, 4)  # exactly 5 filled positions
+    cache = DecoderCache(position=5, self_kv=[(keys, values)])
+    roomy = cache.reserve(20)
+    assert roomy.position == 5 and roomy.self_kv[0][0].shape == (3, 2, 32, 4)  # rounded up to 16s
+    torch.testing.assert_close(roomy.self_kv[0][0][:, :, :5], keys)
+    torch.testing.assert_close(roomy.self_kv[0][1][:, :, :5], values)
+    assert roomy.reserve(20).self_kv is roomy.self_kv  # room enough: nothing copied

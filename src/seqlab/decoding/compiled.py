@@ -12,7 +12,11 @@ own, :mod:`seqlab.decoding.packed`).
 Dynamic shapes: one compilation serves every cache length and batch size (a batch reduced to
 one sentence, which torch specializes, compiles once more). An int8 layer quantizes its input
 inside the graph (:func:`seqlab.decoding.packed.quantized_in_graph`), fused with the loop that
-makes it, instead of with eager calls and a host sync. Greedy decoding without and with
+makes it, instead of with eager calls and a host sync. A greedy search gives the cache room for
+all its steps before the first compiled one (:meth:`~seqlab.models.interface.DecoderCache.reserve`),
+so that each compiled step stores its keys and values in place, where eager bfloat16 steps
+re-make the cache at its exact size at every step (int8, 64 sentences, the two alternated in one
+process: 3% faster at best, 2–4% at the median, tiny and small). Greedy decoding without and with
 ``--compile``, two Zen 5 cores, 64 sentences, the four alternated in one process (tok/s, fastest
 of 5; benchmarks/RESULTS.md):
 

@@ -151,6 +151,8 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
     cache = None
     for t in range(L):
+        if t == 2 and compiled is not None and cache is not None:  # before the first compiled step:
+            cache = cache.reserve(L + 1)  # room for every step (and one more: a buffer never read whole)
         logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (n, V)
         must_end = t + 1 >= max_len if t + 1 >= shortest else None  # (n,) once some sentence is at its cap
         best_logp, best = (x.squeeze(1) for x in top_continuations(logits, must_end, 1, compiled))  # (n,), (n,)
