@@ -151,8 +151,9 @@ def greedy_search(model, src: torch.Tensor, max_len_ratio: float = 1.5, max_len_
     finished = torch.zeros(B, dtype=torch.bool, device=src.device)
     cache = None
     for t in range(L):
-        if t == 2 and compiled is not None and cache is not None:  # before the first compiled step:
-            cache = cache.reserve(L + 1)  # room for every step (and one more: a buffer never read whole)
+        if t == 2 and compiled is not None and not compiled.failed and cache is not None:
+            # before the first compiled step: room for every step (and one more: a buffer never read whole)
+            cache = cache.reserve(L + 1)
         logits, cache = next_logits(model, tokens, enc, cache, use_cache)  # (n, V)
         must_end = t + 1 >= max_len if t + 1 >= shortest else None  # (n,) once some sentence is at its cap
         best_logp, best = (x.squeeze(1) for x in top_continuations(logits, must_end, 1, compiled))  # (n,), (n,)
@@ -267,7 +268,8 @@ def beam_search(
         rows = rows.view(-1)  # (n·K,) the parent row of each surviving beam
         tokens = torch.cat([tokens[rows], new_tokens.view(-1, 1)], dim=1)  # (n·K, t + 2)
         if cache is not None:  # each survivor keeps its own keys, values or state
-            cache = cache.index_select(rows, same_sources=True, sources=sources, kv_in_place=compiled is not None)
+            in_place = compiled is not None and not compiled.failed  # read where they lie by compiled steps
+            cache = cache.index_select(rows, same_sources=True, sources=sources, kv_in_place=in_place)
 
     out_scores[active], out_tokens[active] = fin_scores, fin_tokens
     results = []
