@@ -214,6 +214,13 @@ def decoding_kernel(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: tor
 CACHE_ROOM_STEP = 16  # a key/value cache with room grows to a multiple of this many positions
 
 
+def cache_capacity(positions: int, growth: float = 1.5) -> int:
+    """Positions a key/value buffer holding ``positions`` is made with: ``growth`` times as many,
+    rounded up to a multiple of :data:`CACHE_ROOM_STEP` (so that a long generation re-copies its
+    cache a few times, not once per step)."""
+    return CACHE_ROOM_STEP * math.ceil(growth * positions / CACHE_ROOM_STEP)
+
+
 def cache_with_room_is_faster(k: torch.Tensor) -> bool:
     """Whether a key/value cache should keep room for later steps (read through views) rather
     than be re-made at its exact size each step (:meth:`MultiHeadAttention.extend`).
@@ -392,8 +399,7 @@ class MultiHeadAttention(nn.Module):
         with room for about half as many again (so a long generation re-copies its cache a few
         times, not once per step)."""
         T = filled + new.size(2)
-        capacity = CACHE_ROOM_STEP * math.ceil(1.5 * T / CACHE_ROOM_STEP)
-        buffer = new.new_empty(new.size(0), new.size(1), capacity, new.size(3))
+        buffer = new.new_empty(new.size(0), new.size(1), cache_capacity(T), new.size(3))
         if past is not None:
             buffer[:, :, :filled] = past[:, :, :filled]
         buffer[:, :, filled:T] = new

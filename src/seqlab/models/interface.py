@@ -23,12 +23,11 @@ also has ``max_positions``, the longest sequence it reads or writes.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import torch
 
-from seqlab.models.attention import CACHE_ROOM_STEP
+from seqlab.models.attention import cache_capacity
 
 
 @dataclass
@@ -126,13 +125,11 @@ class DecoderCache:
     def _kv_with_room(self, rows: int, positions: int, growth: float = 1.5) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The self-attention buffers, with at least ``rows`` rows (beam search's first step has
         one per sentence) and room for ``positions``: as they are if they have both, else copied
-        into larger ones, with room for ``growth`` times the positions (1.5: as
-        :func:`~seqlab.models.attention.cache_with_room` grows them)."""
+        into larger ones, with room for ``growth`` times the positions (:func:`cache_capacity`)."""
         k0 = self.self_kv[0][0]  # (R, H, capacity, d_k)
         if k0.size(0) >= rows and k0.size(2) >= positions:
             return self.self_kv
-        capacity = k0.size(2) if k0.size(2) >= positions else (
-            CACHE_ROOM_STEP * math.ceil(growth * positions / CACHE_ROOM_STEP))
+        capacity = k0.size(2) if k0.size(2) >= positions else cache_capacity(positions, growth)
 
         def grown(t: torch.Tensor) -> torch.Tensor:
             buffer = t.new_empty(max(t.size(0), rows), t.size(1), capacity, t.size(3))
