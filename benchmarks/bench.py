@@ -259,6 +259,18 @@ def measure(args: list[str]) -> dict:
 WALL_S: dict[str, float] = {}  # seconds of the run spent in each kind of measurement (train, decode)
 
 
+def faster_of(earlier: dict, latest: dict) -> dict:
+    """One figure measured again: the faster measurement, with every run's tok/s in order
+    (``tok_s_runs``) and the larger peak RSS; a failed measurement gives way to the other."""
+    if "tok_s" not in earlier:
+        return latest
+    if "tok_s" not in latest:
+        return earlier
+    runs = earlier.get("tok_s_runs", [earlier["tok_s"]]) + [latest["tok_s"]]
+    return max(earlier, latest, key=lambda r: r["tok_s"]) | {
+        "tok_s_runs": runs, "peak_rss_mb": max(earlier["peak_rss_mb"], latest["peak_rss_mb"])}
+
+
 def train_rows(size: str, steps: int, peaks: dict, results: dict) -> None:
     print(f"\n== {size}: training, target tokens/s (batch {BATCH}×{LENGTH}), MFU, peak RSS", flush=True)
     impls = ("seqlab", "torch", "hf")
@@ -269,14 +281,7 @@ def train_rows(size: str, steps: int, peaks: dict, results: dict) -> None:
                 r = measure(["train", impl, size, precision, str(steps)])
                 if "error" not in r:
                     r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
-                earlier = row.get(impl, {})
-                if "tok_s" in earlier and "tok_s" in r:  # measured before: keep the faster, note each run
-                    runs = earlier.get("tok_s_runs", [earlier["tok_s"]]) + [r["tok_s"]]
-                    r = max(earlier, r, key=lambda x: x["tok_s"]) | {
-                        "tok_s_runs": runs, "peak_rss_mb": max(earlier["peak_rss_mb"], r["peak_rss_mb"])}
-                elif "tok_s" in earlier:
-                    r = earlier
-                row[impl] = r
+                row[impl] = faster_of(row.get(impl, {}), r)
         results["train"][f"{size}/{precision}"] = row
         s = row["seqlab"]
         print(f"{precision}: " + " | ".join(
@@ -311,10 +316,8 @@ def decode_rows(size: str, results: dict, bf16_pays: bool = True) -> None:
         rss, process_s = found.pop("peak_rss_mb"), found.pop("process_s")  # the process's, over both searches
         for beam, r in found.items():
             r = dict(r, peak_rss_mb=rss, process_s=process_s)
-            earlier = by_engine.setdefault(name, {}).get(int(beam), {})
-            if "tok_s" in earlier:  # measured before: keep the faster, note both
-                r = max(earlier, r, key=lambda x: x["tok_s"]) | {"tok_s_runs": [earlier["tok_s"], r["tok_s"]]}
-            by_engine[name][int(beam)] = r
+            per_beam = by_engine.setdefault(name, {})
+            per_beam[int(beam)] = faster_of(per_beam.get(int(beam), {}), r)
     for beam in BEAMS:
         row = {name: per_beam[beam] for name, per_beam in by_engine.items()}
         base = row["ct2 int8"].get("tok_s") or row["hf fp32"]["tok_s"]

@@ -1,0 +1,106 @@
+"""benchmarks/bench.py's bookkeeping: which engine is measured when, and which figure counts.
+
+The measurements themselves run in subprocesses for minutes (``make bench``); here ``measure``
+is replaced by a recorder that returns made-up figures, so what is checked is the choice among
+repeated measurements, the order of the rounds, and the JSON rows they end in.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+BENCH_PY = Path(__file__).resolve().parents[1] / "benchmarks" / "bench.py"
+
+
+@pytest.fixture
+def bench():
+    spec = importlib.util.spec_from_file_location("seqlab_bench_under_test", BENCH_PY)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def recording(figures: dict):
+    """A stand-in for ``measure``: each call's args recorded, its result the next figure queued
+    for that (kind, engine, precision)."""
+    calls = []
+
+    def measure(args):
+        calls.append(args)
+        kind, impl, _size, precision, _extra = args
+        found = figures[(kind, impl, precision)].pop(0)
+        return dict(found) if isinstance(found, dict) else found(args)
+
+    return measure, calls
+
+
+def test_faster_of_keeps_the_faster_notes_every_run_and_the_larger_rss(bench):
+    first = {"tok_s": 10.0, "peak_rss_mb": 500.0, "s_per_step": 0.4}
+    second = {"tok_s": 12.0, "peak_rss_mb": 450.0, "s_per_step": 0.33}
+    third = {"tok_s": 11.0, "peak_rss_mb": 520.0, "s_per_step": 0.36}
+    kept = bench.faster_of(bench.faster_of(first, second), third)
+    assert kept["tok_s"] == 12.0 and kept["s_per_step"] == 0.33
+    assert kept["tok_s_runs"] == [10.0, 12.0, 11.0]
+    assert kept["peak_rss_mb"] == 520.0
+    failed = {"error": "exit 1"}
+    assert bench.faster_of({}, first) == first
+    assert bench.faster_of(failed, first) == first
+    assert bench.faster_of(first, failed) == first
+    assert bench.faster_of({}, failed) == failed
+
+
+def test_tiny_training_runs_two_rounds_in_reverse_order_and_keeps_each_engines_faster(bench, monkeypatch):
+    def train(tok_s, rss=1000.0):
+        return {"tok_s": tok_s, "s_per_step": 4096 / tok_s, "flops_per_step": 1e11, "peak_rss_mb": rss}
+
+    figures = {("train", impl, precision): [train(a), train(b)]
+               for precision in ("fp32", "bf16")
+               for impl, (a, b) in {"seqlab": (3000, 4000), "torch": (2000, 1500), "hf": (2500, 2600)}.items()}
+    measure, calls = recording(figures)
+    monkeypatch.setattr(bench, "measure", measure)
+    results = {"train": {}}
+    bench.train_rows("tiny", 4, {"fp32": 3e11, "bf16": 1.7e11}, results)
+
+    fp32_order = [impl for kind, impl, size, precision, _ in calls if precision == "fp32"]
+    assert fp32_order == ["seqlab", "torch", "hf", "hf", "torch", "seqlab"]
+    row = results["train"]["tiny/fp32"]
+    assert {impl: r["tok_s"] for impl, r in row.items()} == {"seqlab": 4000, "torch": 2000, "hf": 2600}
+    assert row["torch"]["tok_s_runs"] == [2000, 1500]
+    assert row["seqlab"]["mfu"] == pytest.approx(1e11 / (4096 / 4000) / 3e11)  # the kept run's own MFU
+
+
+def test_small_training_runs_one_round(bench, monkeypatch):
+    figures = {("train", impl, precision): [{"tok_s": 500.0, "s_per_step": 8.0, "flops_per_step": 1e12,
+                                             "peak_rss_mb": 3000.0}]
+               for precision in ("fp32", "bf16") for impl in ("seqlab", "torch", "hf")}
+    measure, calls = recording(figures)
+    monkeypatch.setattr(bench, "measure", measure)
+    results = {"train": {}}
+    bench.train_rows("small", 4, {"fp32": 3e11, "bf16": 1.7e11}, results)
+    assert len(calls) == 6
+    assert "tok_s_runs" not in results["train"]["small/fp32"]["seqlab"]
+
+
+def test_decoding_measures_ctranslate2_int8_first_and_last_and_keeps_the_faster(bench, monkeypatch):
+    def decode(tok_s):
+        return lambda args: {beam: {"tok_s": tok_s, "first_run_s": 1.0} for beam in args[-1].split(",")} | {
+            "peak_rss_mb": 400.0, "process_s": 9.0}
+
+    engines = [("ct2", "int8"), ("hf", "fp32"), ("ct2", "fp32"), ("seqlab", "fp32"), ("seqlab", "int8"),
+               ("seqlab", "int8+compile")]
+    figures = {("decode", impl, precision): [decode(1000.0)] for impl, precision in engines}
+    figures[("decode", "ct2", "int8")] = [decode(900.0), decode(1200.0)]
+    measure, calls = recording(figures)
+    monkeypatch.setattr(bench, "measure", measure)
+    results = {"decode": {}}
+    bench.decode_rows("tiny", results, bf16_pays=False)
+
+    order = [(impl, precision) for _, impl, _, precision, _ in calls]
+    assert order[0] == order[-1] == ("ct2", "int8") and len(order) == len(engines) + 1
+    for beam in bench.BEAMS:
+        reference = results["decode"][f"tiny/beam{beam}"]["ct2 int8"]
+        assert reference["tok_s"] == 1200.0 and reference["tok_s_runs"] == [900.0, 1200.0]
+        assert results["decode"][f"tiny/beam{beam}"]["seqlab fp32"]["tok_s"] == 1000.0
