@@ -12,8 +12,8 @@ both). Models are built from random-init configurations of the same shape:
 * shared vocabulary of 8000, batches of 128 sentences × 32 tokens (4096 target tokens).
 
 Training (target tokens/s of the fastest timed step, of up to 4 after two warm-up steps, fewer
-once they have taken 15 s; the tiny models in two processes each, the second round in reverse
-order; Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
+once they have taken 15 s; the tiny models' steps in two processes each, 2 and 2, the second
+round in reverse order; Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
 wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
@@ -52,10 +52,11 @@ BEAMS = (1, 5)  # greedy, then beam 5, in one process per engine
 # a step takes 10-14 s (small, bf16 products without AMX tiles) 2 of them, not 4.
 TIMED_TRAIN_S = 15.0
 # Training measurements per figure, the second round in reverse order (seqlab, torch, HF, then HF, torch,
-# seqlab), the faster of each engine's two counting. A tiny step takes 1-2.5 s, so one measurement's
-# timed steps span 5-10 s, which one slow spell of a shared VM covers whole: once it put seqlab's tiny
-# fp32 figure at 1.20x Marian's, 1.26x on an immediate rerun, against 1.42-2.08x in the ten runs before
-# (benchmarks/RESULTS.md). A small measurement's steps span 15-30 s and one round of them takes 5-6 min.
+# seqlab), the timed steps shared out between the rounds (2 each of --steps 4) and the fastest counting. A
+# tiny step takes 1-2.5 s, so 4 timed steps in one process span 5-10 s, which one slow spell of a shared VM
+# covers whole: once it put seqlab's tiny fp32 figure at 1.20x Marian's, 1.26x on an immediate rerun,
+# against 1.42-2.08x in the ten runs before (benchmarks/RESULTS.md). A small measurement's steps span
+# 15-30 s, and a second round of them would take another 5-6 min.
 TRAIN_ROUNDS = {"tiny": 2, "small": 1}
 
 
@@ -276,9 +277,10 @@ def train_rows(size: str, steps: int, peaks: dict, results: dict) -> None:
     impls = ("seqlab", "torch", "hf")
     for precision in ("fp32", "bf16"):
         row = {}
-        for round_ in range(TRAIN_ROUNDS[size]):
+        rounds = TRAIN_ROUNDS[size]
+        for round_ in range(rounds):
             for impl in impls if round_ % 2 == 0 else impls[::-1]:
-                r = measure(["train", impl, size, precision, str(steps)])
+                r = measure(["train", impl, size, precision, str(max(2, math.ceil(steps / rounds)))])
                 if "error" not in r:
                     r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
                 row[impl] = faster_of(row.get(impl, {}), r)

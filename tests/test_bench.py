@@ -66,6 +66,7 @@ def test_tiny_training_runs_two_rounds_in_reverse_order_and_keeps_each_engines_f
 
     fp32_order = [impl for kind, impl, size, precision, _ in calls if precision == "fp32"]
     assert fp32_order == ["seqlab", "torch", "hf", "hf", "torch", "seqlab"]
+    assert {steps for *_, steps in calls} == {"2"}  # --steps 4 shared out between the two rounds
     row = results["train"]["tiny/fp32"]
     assert {impl: r["tok_s"] for impl, r in row.items()} == {"seqlab": 4000, "torch": 2000, "hf": 2600}
     assert row["torch"]["tok_s_runs"] == [2000, 1500]
@@ -80,7 +81,7 @@ def test_small_training_runs_one_round(bench, monkeypatch):
     monkeypatch.setattr(bench, "measure", measure)
     results = {"train": {}}
     bench.train_rows("small", 4, {"fp32": 3e11, "bf16": 1.7e11}, results)
-    assert len(calls) == 6
+    assert len(calls) == 6 and {steps for *_, steps in calls} == {"4"}
     assert "tok_s_runs" not in results["train"]["small/fp32"]["seqlab"]
 
 
