@@ -11,7 +11,7 @@ Measured, one after another in this process, on the same random token batch (B Ã
 
 * ``seqlab``: one step of ``seqlab train`` itself (:func:`seqlab.training.trainer.update`: the
   batch collated from token lists and copied to the GPU, bf16 autocast with fp32 master weights,
-  the fused output cross-entropy, gradient clipping with its one host sync, fused Adam);
+  the fused output cross-entropy, gradient clipping with its one host sync, fused AdamW);
   ``seqlab+compile`` with ``train.compile: true`` (the model through ``torch.compile``);
 * ``hf``: ``GPT2LMHeadModel`` built from a ``GPT2Config`` of the same shape (SDPA attention,
   dropout 0), bf16 autocast, ``F.cross_entropy`` of its logits, clipping, fused AdamW, no host

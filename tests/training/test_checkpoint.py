@@ -35,6 +35,10 @@ def test_round_trip_model_optimizer_and_rng(tmp_path):
         assert torch.equal(a, b), n
     opt2 = torch.optim.Adam(clone.parameters(), lr=5.0)
     restore_optimizer(opt2, tensors, meta["optimizer"])
+    params = list(clone.parameters())
+    two_groups = torch.optim.AdamW([{"params": params[:1]}, {"params": params[1:], "weight_decay": 0.0}])
+    with pytest.raises(UserError, match=r"ck\.safetensors: its optimizer state has 1 parameter group"):
+        restore_optimizer(two_groups, tensors, meta["optimizer"], path)
     s1, s2 = opt.state_dict(), opt2.state_dict()
     assert s2["param_groups"][0]["lr"] == 1e-3
     for k in s1["state"]:

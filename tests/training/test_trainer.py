@@ -8,7 +8,7 @@ from seqlab.models import build_model
 from seqlab.runs import BEST, LAST
 from seqlab.training.checkpoint import read_checkpoint
 from seqlab.training.loss import token_cross_entropy
-from seqlab.training.trainer import train
+from seqlab.training.trainer import make_optimizer, train
 from tests.conftest import tiny_config_tree
 
 
@@ -26,6 +26,38 @@ def test_overfitting_one_batch_drives_the_loss_near_zero():
         loss.backward()
         opt.step()
     assert loss.item() < 0.02
+
+
+def test_weight_decay_is_decoupled_and_spares_biases_and_layer_norms(reverse_data, tmp_path):
+    cfg = parse_config(tiny_config_tree(reverse_data, tmp_path / "run", weight_decay=0.1, lr=0.01))
+    model = build_model(cfg.model, 16, 16)
+    before = {name: p.detach().clone() for name, p in model.named_parameters()}
+    for p in model.parameters():  # a zero gradient: Adam's step is 0, only the decay moves a weight
+        p.grad = torch.zeros_like(p)
+    make_optimizer(model, cfg).step()
+    for name, p in model.named_parameters():
+        # decoupled: θ(1 − lr·λ); an L2 term in the gradient would have moved every weight by ≈ lr instead
+        expected = before[name] * (1 - 0.01 * 0.1) if p.dim() >= 2 else before[name]
+        torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7, msg=name)
+
+
+def test_without_weight_decay_the_optimizer_is_the_papers_adam(tiny_config):
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, 16, 16)
+    reference = build_model(tiny_config.model, 16, 16)
+    reference.load_state_dict(model.state_dict())
+    ours = make_optimizer(model, tiny_config)
+    adam = torch.optim.Adam(reference.parameters(), lr=tiny_config.peak_lr(), betas=tiny_config.train.adam_betas,
+                            eps=tiny_config.train.adam_eps)
+    for step in range(3):
+        for m in (model, reference):
+            g = torch.Generator().manual_seed(step)
+            for p in m.parameters():
+                p.grad = torch.randn(p.shape, generator=g)
+        ours.step()
+        adam.step()
+    for p, q in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(p, q)
 
 
 def test_label_smoothing_and_padding_in_the_loss():

@@ -74,7 +74,12 @@ def optimizer_tensors(optimizer: torch.optim.Optimizer) -> tuple[dict[str, torch
     return tensors, {"param_groups": sd["param_groups"], "scalars": scalars}
 
 
-def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any]) -> None:
+def restore_optimizer(optimizer: torch.optim.Optimizer, tensors: dict[str, torch.Tensor], meta: dict[str, Any],
+                      source: str | Path = "the checkpoint") -> None:
+    if len(meta["param_groups"]) != len(optimizer.param_groups):  # written by an older seqlab
+        raise UserError(f"{source}: its optimizer state has {len(meta['param_groups'])} parameter group(s), this "
+                        f"seqlab makes {len(optimizer.param_groups)} (with train.weight_decay > 0, biases and "
+                        "LayerNorm gains now get none): resume it with the seqlab version that wrote it")
     state: dict[int, dict[str, Any]] = {}
     for name, t in tensors.items():
         if name.startswith("optim."):

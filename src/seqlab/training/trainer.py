@@ -106,13 +106,25 @@ def _read_corpora(cfg: Config) -> tuple[ParallelCorpus, ParallelCorpus | None]:
 
 
 def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer:
-    """Adam (β = 0.9, 0.98 by default), its fused kernel where this torch has one for the device."""
-    options = dict(lr=cfg.peak_lr(), betas=cfg.train.adam_betas, eps=cfg.train.adam_eps,
-                   weight_decay=cfg.train.weight_decay)
+    """AdamW (β = 0.9, 0.98 by default), its fused kernel where this torch has one for the device.
+
+    With ``train.weight_decay: 0`` (the default) this is the paper's Adam. Otherwise the decay is
+    decoupled from the gradient (Loshchilov & Hutter 2019: θ ← θ − lr·λ·θ beside the Adam step)
+    and applies to the weight matrices and embeddings only, not to biases and LayerNorm gains, as
+    nanoGPT and Hugging Face's Trainer do.
+    """
+    decay = cfg.train.weight_decay
+    if decay > 0:
+        params = list(model.parameters())
+        groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": decay},
+                  {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    else:  # one group, as checkpoints written before the split have
+        groups = [{"params": list(model.parameters())}]
+    options = dict(lr=cfg.peak_lr(), betas=cfg.train.adam_betas, eps=cfg.train.adam_eps, weight_decay=decay)
     try:
-        return torch.optim.Adam(model.parameters(), fused=True, **options)
-    except (RuntimeError, TypeError):  # no fused Adam for this device or torch: the multi-tensor one
-        return torch.optim.Adam(model.parameters(), foreach=True, **options)
+        return torch.optim.AdamW(groups, fused=True, **options)
+    except (RuntimeError, TypeError):  # no fused AdamW for this device or torch: the multi-tensor one
+        return torch.optim.AdamW(groups, foreach=True, **options)
 
 
 def _split_name(files) -> str:
@@ -287,7 +299,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     state = TrainState()
     if resume_meta is not None:
         model.load_state_dict(model_state(resume_tensors, resume_meta))
-        restore_optimizer(optimizer, resume_tensors, resume_meta["optimizer"])
+        restore_optimizer(optimizer, resume_tensors, resume_meta["optimizer"], run_dir / LAST)
         restore_rng(resume_tensors, resume_meta["rng"], procs.rank)
         if scaler is not None and resume_meta.get("grad_scaler"):
             scaler.load_state_dict(resume_meta["grad_scaler"])
