@@ -256,3 +256,32 @@ def test_experiment_attention_and_report_commands(reverse_data, tmp_path, capsys
     assert (tmp_path / "maps" / "attention_grid.png").exists() and "wrote 7 PNGs" in stdout  # grid + 3 kinds × 2 heads
     code, _, err = run_cli(["attention", "a b", "--ckpt", str(run), "--beam", "0"], capsys)
     assert_one_line_error(code, err, "--beam must be at least 1")
+
+
+def _every_command(group, path=()):
+    for name, command in group.commands.items():
+        if hasattr(command, "commands"):
+            yield from _every_command(command, (*path, name))
+        else:
+            yield (*path, name), command
+
+
+def test_every_option_help_is_printed_whole():
+    """The help renderer reads markup: a "[stdin]" in a help string once vanished from --help."""
+    import re
+
+    from typer.main import get_command
+    from typer.testing import CliRunner
+
+    from seqlab.cli import app
+
+    def flat(text):
+        return " ".join(re.sub(r"[│╭╮╰╯─]", " ", text).split())
+
+    commands = list(_every_command(get_command(app)))
+    assert len(commands) >= 10
+    for path, command in commands:
+        shown = flat(CliRunner().invoke(app, [*path, "--help"], env={"COLUMNS": "400"}).output)
+        for param in command.params:
+            if getattr(param, "help", None):
+                assert flat(param.help) in shown, (path, param.name)

@@ -121,12 +121,22 @@ def train(
     typer.echo(f"run saved in {result.run_dir} ({result.stop_reason})", err=True)
 
 
+# translate and evaluate decode the same way
+THREADS_OPTION = typer.Option(None, "--threads", help="CPU threads for torch (default: torch's choice).")
+COMPILE_OPTION = typer.Option(False, "--compile", help="Greedy and beam decoding steps compiled whole by "
+                              "torch.compile (bf16/int8 on CPU; the first steps wait seconds for the compilation, "
+                              "so for large inputs).")
+
+
 @app.command()
 def translate(
     ckpt: Path = typer.Option(..., "--ckpt", help="Run directory (uses its best checkpoint) or checkpoint file."),
-    input: Optional[Path] = typer.Option(None, "--input", "-i", help="Source text, one sentence per line [stdin]."),
-    output: Optional[Path] = typer.Option(None, "--output", "-o", help="Where to write translations [stdout]."),
-    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size; 1 = greedy [checkpoint's decode.beam_size]."),
+    input: Optional[Path] = typer.Option(None, "--input", "-i",
+                                         help="Source text, one sentence per line (default: stdin)."),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="Where to write translations (default: stdout)."),
+    beam: Optional[int] = typer.Option(None, "--beam",
+                                       help="Beam size; 1 = greedy (default: the checkpoint's decode.beam_size)."),
     nbest: int = typer.Option(1, "--nbest", help="Write the N best hypotheses as 'i ||| text ||| score'."),
     length_penalty: Optional[float] = typer.Option(None, "--length-penalty", help="α of Wu et al. 2016."),
     max_len_ratio: Optional[float] = typer.Option(None, "--max-len-ratio", help="Output ≤ ratio · source length + extra."),
@@ -135,10 +145,8 @@ def translate(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 (fast on AMX CPUs, AMD's AVX512-BF16 "
                                                               "and GPUs; warned where measured slow) or int8 "
                                                               "(dynamic quantization, CPU)."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
-    compile: bool = typer.Option(False, "--compile", help="Decoding steps through torch.compile: greedy steps whole, "
-                                 "beams' attention (bf16/int8 on CPU; seconds of compiling first, so for large "
-                                 "inputs)."),
+    threads: Optional[int] = THREADS_OPTION,
+    compile: bool = COMPILE_OPTION,
 ):
     """Translate text with a trained model (or label it, with a classifier); one output line per input line."""
     from seqlab.data.reader import read_lines
@@ -176,7 +184,7 @@ def evaluate(
     ref: Optional[Path] = typer.Option(None, "--ref", help="Reference translations, line-aligned with --src."),
     text: Optional[Path] = typer.Option(None, "--text", help="Plain text (language models) or label<TAB>text lines "
                                                              "(classifiers)."),
-    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size [checkpoint's decode.beam_size]."),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size (default: the checkpoint's decode.beam_size)."),
     show: int = typer.Option(5, "--show", help="Print this many examples."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Also write the scores to this JSON file."),
     hyp_out: Optional[Path] = typer.Option(None, "--hyp", help="Also write the outputs to this file."),
@@ -184,10 +192,8 @@ def evaluate(
     precision: str = typer.Option("fp32", "--precision", help="fp32, bf16 or int8 (see seqlab translate --help); "
                                                               "several, comma-separated (fp32,bf16,int8), score each "
                                                               "mode and print it beside fp32."),
-    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch [torch's default]."),
-    compile: bool = typer.Option(False, "--compile", help="Decoding steps through torch.compile: greedy steps whole, "
-                                 "beams' attention (bf16/int8 on CPU; seconds of compiling first, so for large "
-                                 "inputs)."),
+    threads: Optional[int] = THREADS_OPTION,
+    compile: bool = COMPILE_OPTION,
 ):
     """Score a model on a test set: PPL; BLEU (with n-gram precisions and BP), chrF, exact match; or accuracy."""
     from seqlab.config import DataFiles
@@ -408,7 +414,7 @@ def experiment_length_buckets(
     src: Path = typer.Option(..., "--src", help="Source sentences."),
     ref: Path = typer.Option(..., "--ref", help="References, line-aligned with --src."),
     width: int = typer.Option(10, "--width", help="Bucket width in source words."),
-    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size [each checkpoint's decode.beam_size]."),
+    beam: Optional[int] = typer.Option(None, "--beam", help="Beam size (default: each checkpoint's decode.beam_size)."),
     out: Path = typer.Option(Path("runs/experiments/length-buckets"), "--out", help="Directory for CSV and PNG."),
 ):
     """BLEU by source-length bucket for several models (Bahdanau et al. 2015, Figure 2)."""
@@ -433,7 +439,7 @@ def attention(
     sentence: str = typer.Argument(..., help="The sentence to translate (or, for GPT, to read)."),
     ckpt: Path = typer.Option(..., "--ckpt", help="Run directory or checkpoint of a transformer, gpt or "
                                                   "rnn_seq2seq-with-attention model."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the PNGs [RUN/attention]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Directory for the PNGs (default: RUN/attention)."),
     beam: int = typer.Option(1, "--beam", help="Beam size for the translation whose maps are drawn."),
 ):
     """Heatmaps of every attention layer and head (grid + one PNG per head), tokens on the axes."""
@@ -493,7 +499,7 @@ def average(
 @app.command()
 def report(
     directory: Path = typer.Argument(..., help="A run directory or an experiment's --out directory."),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write [DIR/report.html]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: DIR/report.html)."),
 ):
     """One self-contained HTML page with the configuration, curves, examples, attention maps and tables."""
     from seqlab.analysis.report import write_report
