@@ -113,13 +113,11 @@ def make_optimizer(model: torch.nn.Module, cfg: Config) -> torch.optim.Optimizer
     and applies to the weight matrices and embeddings only, not to biases and LayerNorm gains, as
     nanoGPT and Hugging Face's Trainer do.
     """
-    decay = cfg.train.weight_decay
+    decay, params = cfg.train.weight_decay, list(model.parameters())
+    groups = [{"params": params}]  # without decay one group, as checkpoints written before the split have
     if decay > 0:
-        params = list(model.parameters())
         groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": decay},
                   {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    else:  # one group, as checkpoints written before the split have
-        groups = [{"params": list(model.parameters())}]
     options = dict(lr=cfg.peak_lr(), betas=cfg.train.adam_betas, eps=cfg.train.adam_eps, weight_decay=decay)
     try:
         return torch.optim.AdamW(groups, fused=True, **options)
