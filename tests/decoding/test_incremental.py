@@ -82,3 +82,15 @@ def test_language_models_step_equals_full_and_generation_is_unchanged(kind):
         expected.append(nxt)
         prefix = torch.cat([prefix, torch.tensor([[nxt]])], dim=1)
     assert greedy == expected
+
+
+@pytest.mark.parametrize("kind", ["gpt", "rnn_lm"])
+def test_sampling_with_the_cache_draws_what_recomputing_the_prefix_draws(kind):
+    torch.manual_seed(0)
+    model = build_model(MODEL_CONFIGS[kind](**TINY_MODELS[kind]), 30, 30).eval()
+    for options in (dict(temperature=1.0), dict(temperature=0.8, top_k=8), dict(temperature=1.2, top_p=0.9)):
+        run = lambda cache: generate(model, [5, 6, 7], max_new_tokens=12, seed=4, num_samples=4,  # noqa: E731
+                                     use_cache=cache, **options)
+        cached = run(True)
+        assert cached == run(False)
+        assert len({tuple(text) for text in cached}) > 1  # sampled, not greedy: the samples differ

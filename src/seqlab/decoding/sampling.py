@@ -37,10 +37,11 @@ def filter_logits(logits: torch.Tensor, top_k: int | None = None, top_p: float |
 @torch.no_grad()
 def generate(model, prompt: list[int], max_new_tokens: int = 100, temperature: float = 1.0,
              top_k: int | None = None, top_p: float | None = None, seed: int = 0, enc=None,
-             num_samples: int = 1) -> list[list[int]]:
+             num_samples: int = 1, use_cache: bool = True) -> list[list[int]]:
     """Continue ``prompt`` (token ids, without <bos>) ``num_samples`` times; returns the new ids of each.
 
     Generation stops at <eos>, after ``max_new_tokens``, or at the model's ``max_positions``.
+    ``use_cache=False`` decodes the whole prefix again at every step (what the cache must equal).
     """
     model.eval()
     device = next(model.parameters()).device
@@ -50,7 +51,7 @@ def generate(model, prompt: list[int], max_new_tokens: int = 100, temperature: f
     steps = min(max_new_tokens, model.max_positions - tokens.size(1))
     cache, fresh = None, tokens  # the first step reads the whole prompt, later ones only the newest token
     for _ in range(max(steps, 0)):
-        if hasattr(model, "decode_step"):
+        if use_cache and hasattr(model, "decode_step"):
             logits, cache = model.decode_step(fresh, enc, cache)
         else:
             logits = model.decode(tokens, enc)[:, -1]
