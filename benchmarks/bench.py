@@ -13,7 +13,8 @@ both). Models are built from random-init configurations of the same shape:
 
 Training (target tokens/s of the fastest timed step, of up to 4 after two warm-up steps, fewer
 once they have taken 15 s; the tiny models' steps in two processes each, 2 and 2, the second
-round in reverse order; Adam, label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
+round at the end of the run and in reverse order, when ``--minutes`` leaves time for it; Adam,
+label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
 wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
 ``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
 ``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
@@ -56,8 +57,11 @@ TIMED_TRAIN_S = 15.0
 # tiny step takes 1-2.5 s, so 4 timed steps in one process span 5-10 s, which one slow spell of a shared VM
 # covers whole: once it put seqlab's tiny fp32 figure at 1.20x Marian's, 1.26x on an immediate rerun,
 # against 1.42-2.08x in the ten runs before (benchmarks/RESULTS.md). A small measurement's steps span
-# 15-30 s, and a second round of them would take another 5-6 min.
+# 15-30 s, and a second round of them would take another 5-6 min. Later rounds run at the end of the run,
+# minutes after the first (a slow spell lasts minutes), and only while the run stays within --minutes.
 TRAIN_ROUNDS = {"tiny": 2, "small": 1}
+# The script's share of make bench's 15 minutes: the set-up takes up to 1.5 of them on a fresh machine.
+BUDGET_MINUTES = 13.5
 
 
 def gemm_peak(dtype: torch.dtype, n: int = 2048, repeats: int = 10) -> dict[str, float]:
@@ -272,19 +276,19 @@ def faster_of(earlier: dict, latest: dict) -> dict:
         "tok_s_runs": runs, "peak_rss_mb": max(earlier["peak_rss_mb"], latest["peak_rss_mb"])}
 
 
-def train_rows(size: str, steps: int, peaks: dict, results: dict) -> None:
-    print(f"\n== {size}: training, target tokens/s (batch {BATCH}×{LENGTH}), MFU, peak RSS", flush=True)
+def train_rows(size: str, steps: int, peaks: dict, results: dict, round_: int = 0) -> None:
+    """One round of ``size``'s training measurements, fp32 then bf16, each figure the faster of its
+    rounds so far; prints the table of the rounds so far."""
+    later = f", round {round_ + 1} of {TRAIN_ROUNDS[size]}, the faster counting" if round_ else ""
+    print(f"\n== {size}: training, target tokens/s (batch {BATCH}×{LENGTH}), MFU, peak RSS{later}", flush=True)
     impls = ("seqlab", "torch", "hf")
     for precision in ("fp32", "bf16"):
-        row = {}
-        rounds = TRAIN_ROUNDS[size]
-        for round_ in range(rounds):
-            for impl in impls if round_ % 2 == 0 else impls[::-1]:
-                r = measure(["train", impl, size, precision, str(max(2, math.ceil(steps / rounds)))])
-                if "error" not in r:
-                    r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
-                row[impl] = faster_of(row.get(impl, {}), r)
-        results["train"][f"{size}/{precision}"] = row
+        row = results["train"].setdefault(f"{size}/{precision}", {})
+        for impl in impls if round_ % 2 == 0 else impls[::-1]:
+            r = measure(["train", impl, size, precision, str(max(2, math.ceil(steps / TRAIN_ROUNDS[size])))])
+            if "error" not in r:
+                r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
+            row[impl] = faster_of(row.get(impl, {}), r)
         s = row["seqlab"]
         print(f"{precision}: " + " | ".join(
             f"{impl} {r.get('tok_s', 0):>7,.0f} tok/s MFU {100 * r.get('mfu', 0):4.1f}% RSS "
@@ -343,6 +347,27 @@ def decode_rows(size: str, results: dict, bf16_pays: bool = True) -> None:
         results["decode"][f"{size}/beam{beam}"] = row
 
 
+def measure_all(sizes: list[str], parts: str, steps: int, peaks: dict, results: dict, seconds_left) -> None:
+    """Each size's first training round and its decodings, in turn; then the later training rounds
+    (tiny's second), each only while ``seconds_left()`` exceeds what the size's first round took."""
+    round_s = {}  # size -> seconds of its first training round, the estimate of a later one
+    for size in sizes:
+        if "train" in parts:
+            round_started = time.perf_counter()
+            train_rows(size, steps, peaks, results)
+            round_s[size] = time.perf_counter() - round_started
+        if "decode" in parts:
+            decode_rows(size, results, bf16_pays=peaks["bf16"] > peaks["fp32"])
+    for size, seconds in round_s.items():
+        for round_ in range(1, TRAIN_ROUNDS[size]):
+            if seconds_left() < seconds:
+                print(f"\n== {size}: training round {round_ + 1} left out, to keep the run within --minutes "
+                      f"(its figures are the earlier rounds')", flush=True)
+                results.setdefault("train_rounds_left_out", []).append(f"{size}/{round_ + 1}")
+                break
+            train_rows(size, steps, peaks, results, round_)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="tiny,small")
@@ -350,6 +375,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=4,
                         help="timed training steps per measurement, fewer (2 at least) once they take "
                         f"{TIMED_TRAIN_S:.0f} s (the fastest counts: noise only slows)")
+    parser.add_argument("--minutes", type=float, default=BUDGET_MINUTES,
+                        help="the run's budget: later training rounds run only while it stays within it")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--json", default="benchmarks/last.json")
     parser.add_argument("--worker", nargs="*")
@@ -375,11 +402,8 @@ def main() -> None:
                      "peaks_by_library_gflops": {p: {k: v / 1e9 for k, v in found.items()}
                                                  for p, found in by_library.items()},
                      "train": {}, "decode": {}}
-    for size in args.sizes.split(","):
-        if "train" in args.parts:
-            train_rows(size, args.steps, peaks, results)
-        if "decode" in args.parts:
-            decode_rows(size, results, bf16_pays=peaks["bf16"] > peaks["fp32"])
+    seconds_left = lambda: 60 * args.minutes - (time.perf_counter() - started)  # noqa: E731
+    measure_all(args.sizes.split(","), args.parts, args.steps, peaks, results, seconds_left)
     results["wall_s"] = dict(WALL_S, total=time.perf_counter() - started)
     with open(args.json, "w") as f:
         json.dump(results, f, indent=2)

@@ -52,25 +52,53 @@ def test_faster_of_keeps_the_faster_notes_every_run_and_the_larger_rss(bench):
     assert bench.faster_of({}, failed) == failed
 
 
-def test_tiny_training_runs_two_rounds_in_reverse_order_and_keeps_each_engines_faster(bench, monkeypatch):
-    def train(tok_s, rss=1000.0):
-        return {"tok_s": tok_s, "s_per_step": 4096 / tok_s, "flops_per_step": 1e11, "peak_rss_mb": rss}
+def train(tok_s, rss=1000.0):
+    return {"tok_s": tok_s, "s_per_step": 4096 / tok_s, "flops_per_step": 1e11, "peak_rss_mb": rss}
 
+
+def decode(tok_s):
+    return lambda args: {beam: {"tok_s": tok_s, "first_run_s": 1.0} for beam in args[-1].split(",")} | {
+        "peak_rss_mb": 400.0, "process_s": 9.0}
+
+
+DECODERS = [("ct2", "int8"), ("hf", "fp32"), ("ct2", "fp32"), ("seqlab", "fp32"), ("seqlab", "int8"),
+            ("seqlab", "int8+compile")]
+PEAKS = {"fp32": 3e11, "bf16": 1.7e11}  # bf16 slower: seqlab's bf16 decodings left out
+
+
+def test_tiny_training_runs_a_second_round_in_reverse_order_after_the_decodings(bench, monkeypatch):
     figures = {("train", impl, precision): [train(a), train(b)]
                for precision in ("fp32", "bf16")
                for impl, (a, b) in {"seqlab": (3000, 4000), "torch": (2000, 1500), "hf": (2500, 2600)}.items()}
+    figures |= {("decode", impl, precision): [decode(1000.0)] for impl, precision in DECODERS}
+    figures[("decode", "ct2", "int8")] = [decode(900.0), decode(1200.0)]
     measure, calls = recording(figures)
     monkeypatch.setattr(bench, "measure", measure)
-    results = {"train": {}}
-    bench.train_rows("tiny", 4, {"fp32": 3e11, "bf16": 1.7e11}, results)
+    results = {"train": {}, "decode": {}}
+    bench.measure_all(["tiny"], "train,decode", 4, PEAKS, results, seconds_left=lambda: 1e9)
 
-    fp32_order = [impl for kind, impl, size, precision, _ in calls if precision == "fp32"]
+    kinds = [kind for kind, *_ in calls]
+    assert kinds == ["train"] * 6 + ["decode"] * (len(DECODERS) + 1) + ["train"] * 6  # round 2 minutes later
+    fp32_order = [impl for kind, impl, size, precision, _ in calls if kind == "train" and precision == "fp32"]
     assert fp32_order == ["seqlab", "torch", "hf", "hf", "torch", "seqlab"]
-    assert {steps for *_, steps in calls} == {"2"}  # --steps 4 shared out between the two rounds
+    assert {steps for kind, *_, steps in calls if kind == "train"} == {"2"}  # --steps 4 shared out
     row = results["train"]["tiny/fp32"]
     assert {impl: r["tok_s"] for impl, r in row.items()} == {"seqlab": 4000, "torch": 2000, "hf": 2600}
     assert row["torch"]["tok_s_runs"] == [2000, 1500]
     assert row["seqlab"]["mfu"] == pytest.approx(1e11 / (4096 / 4000) / 3e11)  # the kept run's own MFU
+    assert "train_rounds_left_out" not in results
+
+
+def test_a_training_round_that_would_pass_the_budget_is_left_out(bench, monkeypatch):
+    figures = {("train", impl, precision): [train(1000.0 + i) for i in range(2)]
+               for precision in ("fp32", "bf16") for impl in ("seqlab", "torch", "hf")}
+    measure, calls = recording(figures)
+    monkeypatch.setattr(bench, "measure", measure)
+    results = {"train": {}, "decode": {}}
+    bench.measure_all(["tiny", "small"], "train", 4, PEAKS, results, seconds_left=lambda: 0.0)
+    assert [size for _, _, size, *_ in calls] == ["tiny"] * 6 + ["small"] * 6
+    assert results["train_rounds_left_out"] == ["tiny/2"]
+    assert results["train"]["tiny/fp32"]["seqlab"]["tok_s"] == 1000.0
 
 
 def test_small_training_runs_one_round(bench, monkeypatch):
@@ -86,13 +114,7 @@ def test_small_training_runs_one_round(bench, monkeypatch):
 
 
 def test_decoding_measures_ctranslate2_int8_first_and_last_and_keeps_the_faster(bench, monkeypatch):
-    def decode(tok_s):
-        return lambda args: {beam: {"tok_s": tok_s, "first_run_s": 1.0} for beam in args[-1].split(",")} | {
-            "peak_rss_mb": 400.0, "process_s": 9.0}
-
-    engines = [("ct2", "int8"), ("hf", "fp32"), ("ct2", "fp32"), ("seqlab", "fp32"), ("seqlab", "int8"),
-               ("seqlab", "int8+compile")]
-    figures = {("decode", impl, precision): [decode(1000.0)] for impl, precision in engines}
+    figures = {("decode", impl, precision): [decode(1000.0)] for impl, precision in DECODERS}
     figures[("decode", "ct2", "int8")] = [decode(900.0), decode(1200.0)]
     measure, calls = recording(figures)
     monkeypatch.setattr(bench, "measure", measure)
@@ -100,7 +122,7 @@ def test_decoding_measures_ctranslate2_int8_first_and_last_and_keeps_the_faster(
     bench.decode_rows("tiny", results, bf16_pays=False)
 
     order = [(impl, precision) for _, impl, _, precision, _ in calls]
-    assert order[0] == order[-1] == ("ct2", "int8") and len(order) == len(engines) + 1
+    assert order[0] == order[-1] == ("ct2", "int8") and len(order) == len(DECODERS) + 1
     for beam in bench.BEAMS:
         reference = results["decode"][f"tiny/beam{beam}"]["ct2 int8"]
         assert reference["tok_s"] == 1200.0 and reference["tok_s_runs"] == [900.0, 1200.0]
