@@ -127,3 +127,14 @@ def test_decoding_measures_ctranslate2_int8_first_and_last_and_keeps_the_faster(
         reference = results["decode"][f"tiny/beam{beam}"]["ct2 int8"]
         assert reference["tok_s"] == 1200.0 and reference["tok_s_runs"] == [900.0, 1200.0]
         assert results["decode"][f"tiny/beam{beam}"]["seqlab fp32"]["tok_s"] == 1000.0
+
+
+def test_mfu_is_taken_against_the_faster_peak_of_the_run(bench):
+    results = {"train": {"tiny/fp32": {"seqlab": train(4000.0), "hf": {"error": "exit 1"}},
+                         "tiny/bf16": {"seqlab": train(2000.0)}}}
+    for row in results["train"].values():
+        row["seqlab"]["mfu"] = 1.5  # against a peak measured in a slow minute
+    bench.mfu_against({"fp32": 3e11, "bf16": 1.6e11}, results)
+    assert results["train"]["tiny/fp32"]["seqlab"]["mfu"] == pytest.approx(1e11 / (4096 / 4000) / 3e11)
+    assert results["train"]["tiny/bf16"]["seqlab"]["mfu"] == pytest.approx(1e11 / (4096 / 2000) / 1.6e11)
+    assert "mfu" not in results["train"]["tiny/fp32"]["hf"]
