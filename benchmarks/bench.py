@@ -5,7 +5,8 @@
 
 Every training measurement runs in its own subprocess, so its peak RSS is its own; decoding runs
 one subprocess per engine and precision, greedy search and then beam 5 (its peak RSS covers
-both). Models are built from random-init configurations of the same shape:
+both). Each records the share of the CPU time a hypervisor stole while it ran (/proc/stat), and a
+share of 2% or more is printed beside the figures, which it may have slowed. Models are built from random-init configurations of the same shape:
 
 * tiny  = d_model 256, 3+3 layers, 4 heads, FFN 1024;  small = 512, 6+6, 8, 2048; dropout 0.1 on
   embeddings, sub-layer outputs and inside the FFN in all three;
@@ -250,17 +251,34 @@ def decode_worker(impl: str, size: str, precision: str, beams: list[int]) -> dic
     return results
 
 
+def cpu_times() -> tuple[int, int]:
+    """(all CPU time, stolen time) since boot in clock ticks, from /proc/stat; (0, 0) where there is none.
+    Stolen time is what a hypervisor gave other guests while this machine's CPUs waited."""
+    try:
+        with open("/proc/stat") as f:
+            ticks = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return 0, 0
+    return sum(ticks), ticks[7] if len(ticks) > 7 else 0
+
+
 def measure(args: list[str]) -> dict:
-    """Run one measurement in a fresh process; its result plus its own peak RSS."""
-    start = time.perf_counter()
+    """Run one measurement in a fresh process; its result plus its own peak RSS and the share of the
+    CPU time the hypervisor stole meanwhile (``steal_pct``, printed where it reaches 2%)."""
+    start, (total, stolen) = time.perf_counter(), cpu_times()
     proc = subprocess.Popen([sys.executable, __file__, "--worker", *args], stdout=subprocess.PIPE, text=True)
     _, status, usage = os.wait4(proc.pid, 0)
     out = proc.stdout.read()
     WALL_S[args[0]] = WALL_S.get(args[0], 0.0) + time.perf_counter() - start
+    total_after, stolen_after = cpu_times()
+    steal_pct = 100 * (stolen_after - stolen) / max(total_after - total, 1)
+    if steal_pct >= 2:
+        print(f"        (the hypervisor stole {steal_pct:.0f}% of the CPU time while measuring {' '.join(args[:4])}: "
+              "its figure may be low)", flush=True)
     if status != 0:
         return {"error": f"exit {status}"}
     return dict(json.loads(out.strip().splitlines()[-1]), peak_rss_mb=usage.ru_maxrss / 1024,
-                process_s=time.perf_counter() - start)
+                process_s=time.perf_counter() - start, steal_pct=steal_pct)
 
 
 WALL_S: dict[str, float] = {}  # seconds of the run spent in each kind of measurement (train, decode)
@@ -321,9 +339,9 @@ def decode_rows(size: str, results: dict, bf16_pays: bool = True) -> None:
         if "error" in found:
             by_engine.setdefault(name, dict.fromkeys(BEAMS, found))
             continue
-        rss, process_s = found.pop("peak_rss_mb"), found.pop("process_s")  # the process's, over both searches
+        process = {key: found.pop(key) for key in ("peak_rss_mb", "process_s", "steal_pct")}  # over both searches
         for beam, r in found.items():
-            r = dict(r, peak_rss_mb=rss, process_s=process_s)
+            r = dict(r, **process)
             per_beam = by_engine.setdefault(name, {})
             per_beam[int(beam)] = faster_of(per_beam.get(int(beam), {}), r)
     for beam in BEAMS:

@@ -58,7 +58,7 @@ def train(tok_s, rss=1000.0):
 
 def decode(tok_s):
     return lambda args: {beam: {"tok_s": tok_s, "first_run_s": 1.0} for beam in args[-1].split(",")} | {
-        "peak_rss_mb": 400.0, "process_s": 9.0}
+        "peak_rss_mb": 400.0, "process_s": 9.0, "steal_pct": 0.0}
 
 
 DECODERS = [("ct2", "int8"), ("hf", "fp32"), ("ct2", "fp32"), ("seqlab", "fp32"), ("seqlab", "int8"),
