@@ -1,12 +1,13 @@
 """seqlab against the peers, side by side in one run: training and decoding speed, MFU, peak memory.
 
-    python benchmarks/bench.py [--sizes tiny,small] [--steps 4] [--json benchmarks/last.json]
+    python benchmarks/bench.py [--sizes tiny,small] [--steps 4] [--minutes 13.5] [--json benchmarks/last.json]
     (make bench installs the peers first: pip install -e '.[bench]')
 
 Every training measurement runs in its own subprocess, so its peak RSS is its own; decoding runs
 one subprocess per engine and precision, greedy search and then beam 5 (its peak RSS covers
-both). Each records the share of the CPU time a hypervisor stole while it ran (/proc/stat), and a
-share of 2% or more is printed beside the figures, which it may have slowed. Models are built from random-init configurations of the same shape:
+both). Each records the share of the CPU time a hypervisor stole while it ran (/proc/stat), and
+a share of 2% or more is printed when it ends, since it may have slowed the figures. Models are built
+from random-init configurations of the same shape:
 
 * tiny  = d_model 256, 3+3 layers, 4 heads, FFN 1024;  small = 512, 6+6, 8, 2048; dropout 0.1 on
   embeddings, sub-layer outputs and inside the FFN in all three;
@@ -15,17 +16,16 @@ share of 2% or more is printed beside the figures, which it may have slowed. Mod
 Training (target tokens/s of the fastest timed step, of up to 4 after two warm-up steps, fewer
 once they have taken 15 s; the tiny models' steps in two processes each, 2 and 2, the second
 round at the end of the run and in reverse order, when ``--minutes`` leaves time for it; Adam,
-label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer``
-wrapped with embeddings and a tied output layer, and Hugging Face ``MarianMTModel`` built from a
-``MarianConfig``; fp32 and bf16 autocast. MFU divides the FLOPs of one step (counted by
-``torch.utils.flop_counter``) per second by the fp32 / bf16 matrix-product peak measured at the
-start and again at the end of the same run (the fastest of ``torch.mm`` and oneDNN's linear, at
-either end: one slow minute of a shared VM once measured the float32 peak at 166 GFLOP/s where it
-reaches 306, and MFU above 100%). Decoding (generated
-tokens/s of the faster of 2 runs after a warm-up, 64 sentences of 32 tokens, up to 32 new
-tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8, and bf16 and int8 with
-``--compile``, whose first, compiling run is reported), Hugging Face ``generate``
-(fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
+label smoothing 0.1): seqlab's Transformer, ``torch.nn.Transformer`` wrapped with embeddings and
+a tied output layer, and Hugging Face ``MarianMTModel`` built from a ``MarianConfig``; fp32 and
+bf16 autocast. MFU divides the FLOPs of one step (counted by ``torch.utils.flop_counter``) per
+second by the fp32 / bf16 matrix-product peak measured at the start and again at the end of the
+same run (the fastest of ``torch.mm`` and oneDNN's linear, at either end: one slow minute of a
+shared VM once measured the float32 peak at 166 GFLOP/s where it reaches 306, and MFU above
+100%). Decoding (generated tokens/s of the faster of 2 runs after a warm-up, 64 sentences of 32
+tokens, up to 32 new tokens): seqlab's cached greedy and beam-5 search (fp32, bf16, int8, and
+bf16 and int8 with ``--compile``, whose first, compiling run is reported), Hugging Face
+``generate`` (fp32), and CTranslate2 (fp32, int8) running seqlab's own weights exported by
 ``seqlab.export.to_ctranslate2`` (greedy outputs compared token for token).
 """
 
