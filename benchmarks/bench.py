@@ -6,8 +6,8 @@
 Every training measurement runs in its own subprocess, so its peak RSS is its own; decoding runs
 one subprocess per engine and precision, greedy search and then beam 5 (its peak RSS covers
 both). Each records the share of the CPU time a hypervisor stole while it ran (/proc/stat), and
-a share of 2% or more is printed when it ends, since it may have slowed the figures. Models are built
-from random-init configurations of the same shape:
+a share of 2% or more is printed when it ends, since it may have slowed the figures. Models are
+built from random-init configurations of the same shape:
 
 * tiny  = d_model 256, 3+3 layers, 4 heads, FFN 1024;  small = 512, 6+6, 8, 2048; dropout 0.1 on
   embeddings, sub-layer outputs and inside the FFN in all three;
