@@ -99,3 +99,51 @@ def test_fused_residual_and_relu_dropout_equal_the_separate_steps(dtype):
     r, x = torch.randn(4, 5), torch.randn(4, 5)
     torch.testing.assert_close(residual_dropout(r, x, 0.3, training=False), r + x)
     torch.testing.assert_close(relu_dropout(x, 0.3, training=False), torch.relu(x))
+
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_compiled_graphs_drop_out_with_their_own_masks(dtype):
+    """Under torch.compile (``train.compile``) dropout is PyTorch's, which the compiler lowers
+    itself, in one graph: the eager CPU masks (int64 words read as int16, a Python scalar from
+    ``.item()``) broke the graph. aot_eager: the tracing of inductor, without a C++ compiler."""
+    def sublayer(r, x):
+        return residual_dropout(r, relu_dropout(x, 0.25), 0.25)
+
+    compiled = torch.compile(sublayer, backend="aot_eager", fullgraph=True)
+    torch.manual_seed(0)
+    r = torch.randn(64, 256).to(dtype).requires_grad_()
+    x = torch.rand(64, 256).add(0.5).to(dtype).requires_grad_()  # positive: ReLU passes every unit
+    out = compiled(r, x)
+    out.sum().backward()
+    assert out.dtype == dtype
+    # each unit of x kept by both masks (scaled by 1/0.75²) or by neither; 56% kept by both
+    delta = (out - r).detach().float()
+    kept = delta != 0
+    torch.testing.assert_close(delta[kept], x.detach().float()[kept] / 0.75**2, atol=2e-2, rtol=2e-2)
+    assert kept.float().mean().item() == pytest.approx(0.75**2, abs=0.02)
+    torch.testing.assert_close(x.grad.float(), kept.float() / 0.75**2, atol=2e-2, rtol=2e-2)
+    torch.testing.assert_close(r.grad, torch.ones_like(r))
+
+
+def test_a_compiled_transformer_trains_in_bf16_with_dropout():
+    """``train.compile`` with ``precision: bf16`` on CPU: the eager masks' int64-as-int16 views
+    made AOT autograd's replay of the graph's outputs fail (setStorage out of bounds)."""
+    from seqlab.config import TransformerConfig
+    from seqlab.models import build_model
+    from seqlab.training.loss import output_cross_entropy
+
+    torch.manual_seed(0)
+    cfg = TransformerConfig(d_model=32, n_heads=2, n_encoder_layers=1, n_decoder_layers=1, d_ff=64, dropout=0.1,
+                            max_positions=64)
+    model = build_model(cfg, 50, 50).train()
+    compiled = torch.compile(model, backend="aot_eager")
+    src, tgt = torch.randint(4, 50, (4, 7)), torch.randint(4, 50, (4, 6))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = output_cross_entropy(compiled(src, tgt, features_only=True), model.output_weight(), tgt)
+    loss.backward()
+    with torch.no_grad():
+        model.eval()
+        eager = output_cross_entropy(model(src, tgt, features_only=True), model.output_weight(), tgt)
+    assert loss.item() == pytest.approx(eager.item(), rel=0.1)  # the same model, dropout and bf16 aside
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in model.parameters() if p.requires_grad)

@@ -15,7 +15,9 @@ The default generator is the source, so ``torch.manual_seed`` and saved RNG stat
 masks exactly. PyTorch's CPU generator is one sequential Mersenne Twister, so drawing the bits
 uses one core however many there are; a long mask is drawn in slices, one per thread, each from
 a generator seeded by the default one (still reproducible; 1.9× faster on two cores). CUDA
-keeps PyTorch's fused kernel, which is already fast there.
+keeps PyTorch's fused kernel, which is already fast there, and so does a ``torch.compile``d graph
+(``train.compile``): inductor draws its own random numbers inside the fused elementwise kernels,
+and the bit tricks here (an int64 buffer read as int16) are views it cannot replay.
 """
 
 from __future__ import annotations
@@ -81,11 +83,16 @@ def scaled_keep_mask(x: torch.Tensor, p: float, dtype: torch.dtype | None = None
     return keep_mask(x.shape, p, dtype or x.dtype, value=1.0 / (1.0 - p))
 
 
+def _own_mask(x: torch.Tensor) -> bool:
+    """Whether dropout of x draws its mask here: on CPU, in eager mode (see the module docstring)."""
+    return x.device.type == "cpu" and not torch.compiler.is_compiling()
+
+
 def dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Zero each element with probability p and scale the rest by 1 / (1 − p) (identity unless training)."""
     if not training or p == 0.0:
         return x
-    if x.device.type != "cpu":
+    if not _own_mask(x):
         return F.dropout(x, p, training=True)
     # x · m/(1 − p) with the scaled mask made in x's own dtype: then forward and backward are one
     # plain product each (``where`` or a product with the bool mask run 2-3× slower), and autograd
@@ -100,7 +107,7 @@ def residual_dropout(residual: torch.Tensor, x: torch.Tensor, p: float, training
     multi-MB tensor made in a step is paged in afresh, so the tensors a step makes cost as much
     as the arithmetic on them.
     """
-    if not training or p == 0.0 or x.device.type != "cpu":
+    if not training or p == 0.0 or not _own_mask(x):
         return residual + dropout(x, p, training)
     dtype = torch.promote_types(residual.dtype, x.dtype)
     return torch.addcmul(residual.to(dtype), x.to(dtype), scaled_keep_mask(x, p, dtype))
@@ -127,7 +134,7 @@ class _ReLUDropout(torch.autograd.Function):
 
 def relu_dropout(x: torch.Tensor, p: float, training: bool = True) -> torch.Tensor:
     """Dropout(ReLU(x)), the inside of the Transformer's FFN, fused on CPU (:class:`_ReLUDropout`)."""
-    if not training or p == 0.0 or x.device.type != "cpu":
+    if not training or p == 0.0 or not _own_mask(x):
         return dropout(torch.relu(x), p, training)
     return _ReLUDropout.apply(x, p)
 
