@@ -101,7 +101,6 @@ def test_fused_residual_and_relu_dropout_equal_the_separate_steps(dtype):
     torch.testing.assert_close(relu_dropout(x, 0.3, training=False), torch.relu(x))
 
 
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_compiled_graphs_drop_out_with_their_own_masks(dtype):
     """Under torch.compile (``train.compile``) dropout is PyTorch's, which the compiler lowers
