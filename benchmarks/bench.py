@@ -262,6 +262,25 @@ def cpu_times() -> tuple[int, int]:
     return sum(ticks), ticks[7] if len(ticks) > 7 else 0
 
 
+def peaks_by_library() -> dict[str, dict[str, float]]:
+    """The fp32 and bf16 matrix-product peaks (FLOP/s) of each library, timed now."""
+    return {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+
+
+def in_gflops(by_library: dict[str, dict[str, float]]) -> dict[str, dict[str, float]]:
+    return {precision: {name: flops / 1e9 for name, flops in found.items()} for precision, found in by_library.items()}
+
+
+def peaks_line(by_library: dict[str, dict[str, float]]) -> str:
+    return ", ".join(f"{precision} " + " / ".join(f"{name} {gflops:,.0f}" for name, gflops in found.items())
+                     + " GFLOP/s" for precision, found in in_gflops(by_library).items())
+
+
+def mfu(r: dict, peak: float) -> float:
+    """Model FLOPs utilization of a training figure: its counted FLOPs per second over ``peak``."""
+    return r["flops_per_step"] / r["s_per_step"] / peak
+
+
 def measure(args: list[str]) -> dict:
     """Run one measurement in a fresh process; its result plus its own peak RSS and the share of the
     CPU time the hypervisor stole meanwhile (``steal_pct``, printed where it reaches 2%)."""
@@ -307,7 +326,7 @@ def train_rows(size: str, steps: int, peaks: dict, results: dict, round_: int = 
         for impl in impls if round_ % 2 == 0 else impls[::-1]:
             r = measure(["train", impl, size, precision, str(max(2, math.ceil(steps / TRAIN_ROUNDS[size])))])
             if "error" not in r:
-                r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
+                r["mfu"] = mfu(r, peaks[precision])
             row[impl] = faster_of(row.get(impl, {}), r)
         s = row["seqlab"]
         print(f"{precision}: " + " | ".join(
@@ -397,7 +416,7 @@ def mfu_against(peaks: dict, results: dict) -> None:
         precision = figure.split("/")[1]
         for r in row.values():
             if "tok_s" in r:
-                r["mfu"] = r["flops_per_step"] / r["s_per_step"] / peaks[precision]
+                r["mfu"] = mfu(r, peaks[precision])
         print(f"{figure}: " + " | ".join(f"{impl} {100 * r.get('mfu', 0):4.1f}%" for impl, r in row.items()),
               flush=True)
 
@@ -426,25 +445,20 @@ def main() -> None:
     from seqlab.hardware import cpu_model
 
     started = time.perf_counter()
-    by_library = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
+    by_library = peaks_by_library()
     peaks = {precision: max(found.values()) for precision, found in by_library.items()}
-    print(f"matrix-product peak, {args.threads} threads (the faster library counts): " + ", ".join(
-        f"{precision} " + " / ".join(f"{name} {flops / 1e9:,.0f}" for name, flops in found.items()) + " GFLOP/s"
-        for precision, found in by_library.items()), flush=True)
+    print(f"matrix-product peak, {args.threads} threads (the faster library counts): {peaks_line(by_library)}",
+          flush=True)
     results: dict = {"machine": cpu_model() or platform.machine(), "torch": torch.__version__,
                      "threads": args.threads, "peaks_gflops": {k: v / 1e9 for k, v in peaks.items()},
-                     "peaks_by_library_gflops": {p: {k: v / 1e9 for k, v in found.items()}
-                                                 for p, found in by_library.items()},
+                     "peaks_by_library_gflops": in_gflops(by_library),
                      "train": {}, "decode": {}}
     seconds_left = lambda: 60 * args.minutes - (time.perf_counter() - started)  # noqa: E731
     measure_all(args.sizes.split(","), args.parts, args.steps, peaks, results, seconds_left)
     if results["train"]:
-        at_end = {"fp32": gemm_peak(torch.float32), "bf16": gemm_peak(torch.bfloat16)}
-        results["peaks_at_end_by_library_gflops"] = {p: {k: v / 1e9 for k, v in found.items()}
-                                                     for p, found in at_end.items()}
-        print("\nmatrix-product peak at the end: " + ", ".join(
-            f"{precision} " + " / ".join(f"{name} {flops / 1e9:,.0f}" for name, flops in found.items()) + " GFLOP/s"
-            for precision, found in at_end.items()), flush=True)
+        at_end = peaks_by_library()
+        results["peaks_at_end_by_library_gflops"] = in_gflops(at_end)
+        print(f"\nmatrix-product peak at the end: {peaks_line(at_end)}", flush=True)
         peaks = {precision: max(peaks[precision], *found.values()) for precision, found in at_end.items()}
         results["peaks_gflops"] = {k: v / 1e9 for k, v in peaks.items()}
         mfu_against(peaks, results)
