@@ -230,7 +230,7 @@ def main() -> None:
     results.update(measured_peak_tflops=measured / 1e12, datasheet_peak_tflops=datasheet and datasheet / 1e12,
                    flash_attention=flash_attention_check(device, s, args.batch))
     print(f"{name}, torch {torch.__version__}: bf16 matrix product {measured / 1e12:,.1f} TFLOP/s measured, "
-          f"datasheet {datasheet / 1e12 if datasheet else float('nan'):,.1f}; flash attention: "
+          f"datasheet {f'{datasheet / 1e12:,.1f}' if datasheet else 'unknown'}; flash attention: "
           f"{results['flash_attention']}", flush=True)
 
     print(f"\noutput layer + cross-entropy, forward and backward, {args.batch * s['seq']:,} tokens:", flush=True)
@@ -260,7 +260,7 @@ def main() -> None:
         n_params = n_params or r["parameters"]
         results["train"][variant] = r
         print(f"  {variant:<16} {r['tok_s']:>10,.0f} tok/s  {1e3 * r['s_per_step']:7.1f} ms/step  "
-              f"{r.get('tflops', 0):6.1f} TFLOP/s  MFU {100 * r.get('mfu', 0):4.1f}% (datasheet) "
+              f"{r.get('tflops', 0):6.1f} TFLOP/s  MFU {percent(r.get('mfu'))} (datasheet) "
               f"{100 * r.get('mfu_measured_peak', 0):4.1f}% (measured peak)  first step {r['first_step_s']:.1f} s"
               + (f"  peak {r['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in r else "")
               + (f"  graph breaks {r['graph_breaks']}" if "+compile" in variant else ""), flush=True)
@@ -278,6 +278,11 @@ def main() -> None:
                                             for v, h in (("seqlab", "hf"), ("seqlab+compile", "hf+compile"))
                                             if v in timed and h in timed), flush=True)
     write(results, args.json)
+
+
+def percent(share: float | None) -> str:
+    """A share as a percentage, or a dash where there is none (no datasheet peak for this device)."""
+    return "    —" if share is None else f"{100 * share:4.1f}%"
 
 
 def write(results: dict, path: str) -> None:
