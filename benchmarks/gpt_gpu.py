@@ -261,7 +261,7 @@ def main() -> None:
         results["train"][variant] = r
         print(f"  {variant:<16} {r['tok_s']:>10,.0f} tok/s  {1e3 * r['s_per_step']:7.1f} ms/step  "
               f"{r.get('tflops', 0):6.1f} TFLOP/s  MFU {percent(r.get('mfu'))} (datasheet) "
-              f"{100 * r.get('mfu_measured_peak', 0):4.1f}% (measured peak)  first step {r['first_step_s']:.1f} s"
+              f"{percent(r.get('mfu_measured_peak'))} (measured peak)  first step {r['first_step_s']:.1f} s"
               + (f"  peak {r['peak_memory_gb']:.1f} GB" if "peak_memory_gb" in r else "")
               + (f"  graph breaks {r['graph_breaks']}" if "+compile" in variant else ""), flush=True)
     if n_params:  # nanoGPT's estimate, for comparison with the counted FLOPs
@@ -281,7 +281,7 @@ def main() -> None:
 
 
 def percent(share: float | None) -> str:
-    """A share as a percentage, or a dash where there is none (no datasheet peak for this device)."""
+    """A share as a percentage, or a dash where there is none (a device without a datasheet peak; a failed count)."""
     return "    —" if share is None else f"{100 * share:4.1f}%"
 
 
