@@ -207,7 +207,7 @@ class TrainConfig(Section):
     save_every: int | None = Field(None, gt=0)  # steps between checkpoints for --resume; null = valid_every
     keep_last: int = Field(1, gt=0)  # step checkpoints kept (checkpoint_STEP.safetensors) besides the best
     update_freq: int = Field(1, gt=0)  # batches whose gradients are summed into one update (per process)
-    max_bad_steps: int = Field(5, gt=0)  # consecutive non-finite losses (batches skipped) before stopping
+    max_bad_steps: int = Field(5, gt=0)  # consecutive non-finite updates (skipped) before stopping; checked when logging
     valid_max_sentences: int | None = Field(None, gt=0)  # decode only the first N dev sentences for BLEU
     metric: Literal["bleu", "loss", "accuracy"] | None = None  # what "best" means; null: bleu, accuracy or loss by kind
     patience: int | None = Field(10, gt=0)  # validations without improvement before stopping; null = never

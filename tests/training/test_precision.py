@@ -1,7 +1,11 @@
 """Mixed precision: bf16 training follows the fp32 loss curve; bf16 and int8 inference translate
-like fp32. GPU-only paths (fp16 with a gradient scaler) are skipped without CUDA."""
+like fp32. fp16 training with a gradient scaler is a CUDA path, whose bookkeeping is tested on the
+CPU's float16 autocast; the CUDA runs themselves are skipped without a GPU."""
 
+import functools
 import json
+import math
+import re
 
 import pytest
 import torch
@@ -82,6 +86,42 @@ def test_int8_without_onednn_int8_kernels_uses_torch_dynamic_quantization(monkey
 def test_fp16_needs_cuda(reverse_data, tmp_path):
     with pytest.raises(UserError, match="train.precision fp16 needs CUDA"):
         parse_config(tiny_config_tree(reverse_data, tmp_path / "r", precision="fp16", device="cpu"))
+
+
+def fp16_on_cpu(tree: dict):
+    """The config of ``tree`` with precision fp16 on the CPU, which validation refuses (fp16 needs
+    CUDA): the CPU's float16 autocast and a CPU gradient scaler stand in for CUDA's."""
+    cfg = parse_config({**tree, "train": {**tree["train"], "precision": "fp32"}})
+    cfg.train.__dict__["precision"] = "fp16"  # past validate_assignment
+    return cfg
+
+
+def test_fp16_overflowing_updates_are_skipped_and_logged(reverse_data, tmp_path, monkeypatch):
+    # At a loss scale of 2^40 the float16 gradients overflow: the scaler skips those updates and
+    # halves its scale until they fit. The loss of a skipped update is finite and still logged.
+    monkeypatch.setattr(torch.amp, "GradScaler", functools.partial(torch.amp.GradScaler, init_scale=2.0**40))
+    cfg = fp16_on_cpu(tiny_config_tree(reverse_data, tmp_path / "r", max_steps=40, valid_every=40, log_every=10))
+    result = train(cfg, progress=False)
+    log = (tmp_path / "r" / "train.log").read_text()
+    skips = re.findall(r"steps \d+–\d+: (\d+) update\(s\) skipped, fp16 gradients overflowed; loss scale now (\S+)",
+                       log)
+    assert skips, log
+    skipped = sum(int(n) for n, _ in skips)
+    assert 5 <= skipped < 40 and float(skips[-1][1]) == 2.0 ** (40 - skipped)
+    losses = train_losses(tmp_path / "r")
+    assert result.state.step == 40 and len(losses) == 4 and all(math.isfinite(x) for x in losses)
+    assert losses[-1] < losses[0]
+
+
+def test_fp16_stops_when_the_loss_scale_runs_out(reverse_data, tmp_path):
+    # lr 10^5 blows the weights up at the first update; from then on every float16 forward overflows,
+    # every update is skipped, and the scale halves from 65,536 below 10^-4 in 30 updates: found at
+    # the next log, step 33.
+    cfg = fp16_on_cpu(tiny_config_tree(reverse_data, tmp_path / "r", max_steps=80, valid_every=80, lr=1e5))
+    with pytest.raises(UserError, match=r"training stopped at step 33: fp16 gradients overflow at every loss scale "
+                                        r"down to 0\.0001 .* last good checkpoint: none yet\. Lower train\.lr"):
+        train(cfg, progress=False)
+    assert not (tmp_path / "r" / "checkpoint_last.safetensors").exists()
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")

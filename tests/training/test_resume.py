@@ -1,6 +1,7 @@
 """Crashes and resume: a run killed at an arbitrary step and resumed ends bitwise identical to an
 uninterrupted one; SIGTERM/SIGINT checkpoint and exit cleanly; non-finite losses are skipped."""
 
+import json
 import os
 import random
 import signal
@@ -104,13 +105,18 @@ def test_non_finite_losses_are_skipped_then_stop_training(reverse_data, tmp_path
     cfg = parse_config(tiny_config_tree(reverse_data, tmp_path / "run", max_steps=50, valid_every=5, max_bad_steps=3))
     with pytest.raises(UserError) as err:
         train(cfg, progress=False)
+    # The host learns of skipped updates when it logs (every 3 steps) or checkpoints (every 5): the
+    # third in a row, at step 10, is found by the checkpoint, which stops before saving.
     message = str(err.value)
-    assert "training stopped at step 7: 3 non-finite losses in a row" in message
+    assert "training stopped at step 10: 3 non-finite losses or gradients in a row" in message
     assert "last good checkpoint" in message and "checkpoint_last.safetensors" in message
     log = (tmp_path / "run" / "train.log").read_text()
-    assert "step 3: non-finite loss or gradient, update skipped (1 in a row)" in log
+    assert "steps 1–3: 1 update(s) skipped for a non-finite loss or gradient (1 in a row at step 3)" in log
+    assert "steps 7–9: 2 update(s) skipped for a non-finite loss or gradient (2 in a row at step 9)" in log
     _, step = weights(tmp_path / "run")
-    assert step == 5  # the update skipped at the 3rd batch did not count as a step
+    assert step == 5  # the last checkpoint; the update skipped at step 3 still counts as a step
+    assert all(r.get("train_loss") is not None for r in map(json.loads, (tmp_path / "run" / "metrics.jsonl")
+                                                               .read_text().splitlines()) if "train_loss" in r)
     tensors, _ = read_checkpoint(tmp_path / "run" / LAST)
     assert all(torch.isfinite(t).all() for k, t in tensors.items() if k.startswith("model."))
 

@@ -8,7 +8,8 @@ from seqlab.models import build_model
 from seqlab.runs import BEST, LAST
 from seqlab.training.checkpoint import read_checkpoint
 from seqlab.training.loss import token_cross_entropy
-from seqlab.training.trainer import make_optimizer, train
+from seqlab.training.distributed import Processes
+from seqlab.training.trainer import make_optimizer, train, update
 from tests.conftest import tiny_config_tree
 
 
@@ -39,6 +40,38 @@ def test_weight_decay_is_decoupled_and_spares_biases_and_layer_norms(reverse_dat
         # decoupled: θ(1 − lr·λ); an L2 term in the gradient would have moved every weight by ≈ lr instead
         expected = before[name] * (1 - 0.01 * 0.1) if p.dim() >= 2 else before[name]
         torch.testing.assert_close(p.detach(), expected, rtol=1e-6, atol=1e-7, msg=name)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_an_update_with_a_non_finite_gradient_is_skipped_on_the_device(tiny_config, monkeypatch, fused):
+    import seqlab.training.trainer as trainer
+
+    torch.manual_seed(0)
+    model = build_model(tiny_config.model, 16, 16)
+    optimizer = make_optimizer(model, tiny_config)
+    if not fused:  # the multi-tensor AdamW, where no fused kernel exists: it reads the flag on the host
+        optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+    group = [[Example(0, [4, 5, 6], [6, 5, 4]), Example(1, [7, 8], [8, 7])]]
+    real, poison = trainer.batch_loss, {"on": False}
+    monkeypatch.setattr(trainer, "batch_loss", lambda *a: real(*a) * (float("nan") if poison["on"] else 1.0))
+
+    loss, targets, applied = update(model, optimizer, group, Processes(), tiny_config, torch.device("cpu"))
+    assert applied.dtype == torch.bool and bool(applied) and targets == 7 and torch.isfinite(loss)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    moments = {k: v.clone() for k, v in optimizer.state[next(model.parameters())].items()}
+
+    poison["on"] = True
+    loss, _, applied = update(model, optimizer, group, Processes(), tiny_config, torch.device("cpu"))
+    assert not bool(applied) and torch.isnan(loss)
+    for k, v in model.state_dict().items():  # nothing moved: weights, Adam's moments, its step count
+        assert torch.equal(v, before[k]), k
+    for k, v in optimizer.state[next(model.parameters())].items():
+        assert torch.equal(v, moments[k]), k
+    assert not hasattr(optimizer, "found_inf")
+
+    poison["on"] = False
+    assert bool(update(model, optimizer, group, Processes(), tiny_config, torch.device("cpu"))[2])
+    assert int(optimizer.state[next(model.parameters())]["step"]) == 2
 
 
 def test_without_weight_decay_the_optimizer_is_the_papers_adam(tiny_config):

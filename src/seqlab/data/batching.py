@@ -33,7 +33,12 @@ class Batch:
     labels: torch.Tensor | None = None  # (B,) class indices (long) or scores (float), many-to-one only
 
     def to(self, device: torch.device | str) -> "Batch":
-        move = lambda t: None if t is None else t.to(device, non_blocking=True)  # noqa: E731
+        """The batch on ``device``. To a GPU the tensors go through pinned memory: to stage a copy
+        from pageable memory the driver may wait for the stream's queued work (CUDA's "API
+        synchronization behavior"), a host sync per step; a copy from pinned memory is queued
+        behind that work (the caching host allocator keeps each buffer until its copy is done)."""
+        pin = torch.device(device).type == "cuda"
+        move = lambda t: None if t is None else (t.pin_memory() if pin else t).to(device, non_blocking=True)  # noqa: E731
         return Batch(move(self.src), move(self.tgt_in), move(self.tgt_out), self.indices, self.n_targets,
                      move(self.labels))
 

@@ -43,6 +43,11 @@ from seqlab.training.loss import batch_loss
 from seqlab.training.schedule import learning_rate
 
 
+# fp16: the loss scale below which overflowing gradients are the loss's fault, not the scale's (fairseq's
+# --min-loss-scale). From torch's 65,536 the scaler gets there after 30 overflowing updates in a row.
+MIN_LOSS_SCALE = 1e-4
+
+
 @dataclass
 class TrainState:
     """Where training stands; saved in every checkpoint so ``--resume`` continues exactly."""
@@ -52,7 +57,7 @@ class TrainState:
     next_batch: int = 0  # index of the next batch in this epoch's (seeded) batch order
     best_metric: float | None = None
     validations_without_improvement: int = 0
-    bad_steps: int = 0  # consecutive updates skipped for a non-finite loss
+    bad_steps: int = 0  # consecutive updates skipped for a non-finite loss or gradient (as of the last check)
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -197,13 +202,19 @@ def _improved(metric: str, value: float, best: float | None) -> bool:
 
 
 def update(train_model, optimizer, group: list[list[Example]], procs: distributed.Processes, cfg: Config,
-           device: torch.device, scaler: torch.amp.GradScaler | None = None) -> tuple[torch.Tensor, int, bool]:
+           device: torch.device, scaler: torch.amp.GradScaler | None = None
+           ) -> tuple[torch.Tensor, int, torch.Tensor]:
     """One optimizer update from this process's share of ``group`` (world × update_freq batches).
 
     Each batch's summed loss is divided by the target count of the whole group, so the update is
     the mean over every target of the group whatever the number of processes and batches; DDP
     averages the processes' gradients, hence the factor ``world``. Returns this process's summed
-    loss and targets, and whether the update was applied (a non-finite gradient skips it).
+    loss and targets, and whether the update was applied, as a bool on the device.
+
+    A non-finite gradient norm skips the update on the device itself: the fused AdamW takes the
+    flag as its ``found_inf`` (in fp16 the gradient scaler passes its own, and halves its scale).
+    So the host never waits for the device within a step, and the next batch is collated while
+    the device still works on this one; the loop reads the flags when it logs.
     """
     total = sum(count_targets(batch) for batch in group)
     mine = group[procs.rank :: procs.world]
@@ -219,15 +230,20 @@ def update(train_model, optimizer, group: list[list[Example]], procs: distribute
             (scaler.scale(scaled) if scaler is not None else scaled).backward()
         loss_sum += loss.detach()
         targets += batch.n_targets
-    if scaler is not None:  # fp16: the scaler skips overflowing updates itself and lowers its scale
+    if scaler is not None:
         scaler.unscale_(optimizer)
-        torch.nn.utils.clip_grad_norm_(train_model.parameters(), cfg.train.clip_norm or float("inf"))
+    grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), cfg.train.clip_norm or float("inf"))
+    finite = torch.isfinite(grad_norm)  # () bool, on the device
+    if scaler is not None:  # fp16: the scaler skips an update whose gradients overflowed and halves its scale
         scaler.step(optimizer)
         scaler.update()
-        return loss_sum, targets, True
-    grad_norm = torch.nn.utils.clip_grad_norm_(train_model.parameters(), cfg.train.clip_norm or float("inf"))
-    finite = bool(torch.isfinite(grad_norm))  # the one host sync per step: a bad update must be refused now
-    if finite:
+    elif optimizer.defaults.get("fused"):
+        optimizer.found_inf = (~finite).float()  # the fused kernel leaves weights and moments as they are
+        try:
+            optimizer.step()
+        finally:
+            del optimizer.found_inf
+    elif finite:  # a host sync, where no fused kernel takes the flag
         optimizer.step()
     return loss_sum, targets, finite
 
@@ -319,12 +335,45 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     bar = tqdm(total=cfg.train.max_steps, initial=state.step, unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     last_validation: dict[str, Any] | None = None
-    window_loss = torch.zeros((), device=device)  # summed on device: no host sync per step
+    # Summed on the device, read when logging: no host sync per step. A non-finite loss counts for
+    # nothing; tokens/s counts every target processed.
+    window_loss = torch.zeros((), device=device)
+    window_counted = torch.zeros((), dtype=torch.long, device=device)  # targets in window_loss
     window_tokens, window_start = 0, time.monotonic()
+    unchecked_skips = torch.zeros((), dtype=torch.long, device=device)  # skipped updates since the last check
+    bad_run = torch.full((), state.bad_steps, dtype=torch.long, device=device)  # skipped updates in a row
+    checked_at = state.step
     peak_lr = cfg.peak_lr()
     group_size = procs.world * cfg.train.update_freq
     save_every = cfg.train.save_every or cfg.train.valid_every
     checkpointed_at = validated_at = first_step = state.step
+
+    def check_skipped_updates() -> None:
+        """Logs the updates skipped since the last check and stops a run that has diverged: at logging
+        and checkpoints, where the host reads the device anyway. A skipped update still counts as a
+        step (as in Hugging Face's Trainer): the host only learns of it here."""
+        nonlocal checked_at
+        skipped, state.bad_steps = int(unchecked_skips), int(bad_run)
+        unchecked_skips.zero_()
+        span, checked_at = f"steps {checked_at + 1}–{state.step}", state.step
+        last_good = run_dir / LAST if (run_dir / LAST).exists() else "none yet"
+        if scaler is not None:  # fp16 overflows are the scaler's business, until its scale runs out
+            if skipped:
+                log(f"{span}: {skipped} update(s) skipped, fp16 gradients overflowed; loss scale now "
+                    f"{scaler.get_scale():g}")
+            if scaler.get_scale() < MIN_LOSS_SCALE:
+                raise UserError(f"training stopped at step {state.step}: fp16 gradients overflow at every loss "
+                                f"scale down to {MIN_LOSS_SCALE:g} (the loss or the weights diverged); last good "
+                                f"checkpoint: {last_good}. Lower train.lr, raise train.warmup_steps, or train "
+                                "with precision bf16")
+            return
+        if skipped:
+            log(f"{span}: {skipped} update(s) skipped for a non-finite loss or gradient "
+                f"({state.bad_steps} in a row at step {state.step})")
+        if state.bad_steps >= cfg.train.max_bad_steps:
+            raise UserError(f"training stopped at step {state.step}: {state.bad_steps} non-finite losses or "
+                            f"gradients in a row (train.max_bad_steps); last good checkpoint: {last_good}. "
+                            "Lower train.lr, raise train.warmup_steps, or check the data")
 
     def save_state(metrics: dict[str, Any] | None, rng_states: list[torch.Tensor]) -> None:
         """checkpoint_last (+ checkpoint_STEP, the last keep_last kept) with everything --resume needs."""
@@ -345,6 +394,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     def checkpoint(validate: bool) -> bool:
         """Every process: gather RNG states; rank 0: validate (if asked) and save. True: early stopping says stop."""
         nonlocal last_validation, checkpointed_at, validated_at
+        check_skipped_updates()  # before anything is saved
         checkpointed_at = state.step
         validated_at = state.step if validate else validated_at
         rng_states = distributed.gather_rng(procs)
@@ -395,26 +445,22 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                 loss_sum, targets, applied = update(train_model, optimizer, [[examples[i] for i in b] for b in group],
                                                     procs, cfg, device, scaler)
                 state.next_batch += len(group)
-                if not applied:
-                    state.bad_steps += 1
-                    last_good = run_dir / LAST if (run_dir / LAST).exists() else "none yet"
-                    log(f"step {state.step + 1}: non-finite loss or gradient, update skipped "
-                        f"({state.bad_steps} in a row)")
-                    if state.bad_steps >= cfg.train.max_bad_steps:
-                        raise UserError(f"training stopped at step {state.step + 1}: {state.bad_steps} non-finite "
-                                        f"losses in a row (train.max_bad_steps); last good checkpoint: {last_good}. "
-                                        "Lower train.lr, raise train.warmup_steps, or check the data")
-                    continue
-                state.bad_steps = 0
                 state.step += 1
-                window_loss += loss_sum
+                finite_loss = torch.isfinite(loss_sum)
+                window_loss += torch.where(finite_loss, loss_sum, 0.0)
+                window_counted += finite_loss * targets
                 window_tokens += targets
+                unchecked_skips += ~applied
+                bad_run.add_(1).mul_(~applied)  # back to 0 at an applied update
                 bar.update(1)
 
                 if state.step % cfg.train.log_every == 0:
-                    total_loss, total_tokens = distributed.sum_across([window_loss.item(), window_tokens], procs, device)
+                    check_skipped_updates()
+                    total_loss, counted, total_tokens = distributed.sum_across(
+                        [window_loss.item(), int(window_counted), window_tokens], procs, device)
                     elapsed = time.monotonic() - window_start
-                    loss, tok_s = total_loss / max(total_tokens, 1), total_tokens / max(elapsed, 1e-9)
+                    loss = total_loss / counted if counted else float("nan")  # nan: no finite loss in the window
+                    tok_s = total_tokens / max(elapsed, 1e-9)
                     if main:
                         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch,
                                         refresh=False)
@@ -428,9 +474,10 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                         writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
                         with open(run_dir / "train.log", "a", encoding="utf-8") as f:
                             f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
-                        append_metrics(run_dir, {"step": state.step, "train_loss": loss, "lr": lr,
+                        append_metrics(run_dir, {"step": state.step, "train_loss": loss if counted else None, "lr": lr,
                                                  "tokens_per_s": tok_s})
                     window_loss.zero_()
+                    window_counted.zero_()
                     window_tokens, window_start = 0, time.monotonic()
 
                 early = False
