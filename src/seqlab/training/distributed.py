@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 import torch.distributed as dist
@@ -21,6 +22,7 @@ class Processes:
     rank: int = 0
     world: int = 1
     local_rank: int = 0
+    host_group: Any = None  # gloo, for the host's decisions when the default group is NCCL; None: the default
 
     @property
     def main(self) -> bool:
@@ -42,6 +44,8 @@ def start(device: torch.device) -> tuple[Processes, torch.device]:
         device = torch.device("cuda", procs.local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if dist.get_backend() == "nccl":  # every process takes part in making the group
+        procs.host_group = dist.new_group(backend="gloo")
     return procs, device
 
 
@@ -59,12 +63,15 @@ def sum_across(values: list[float], procs: Processes, device: torch.device) -> l
     return t.tolist()
 
 
-def from_main(value: int, procs: Processes, device: torch.device) -> int:
-    """Rank 0's value on every process: decisions (stop, skip) must be the same everywhere."""
+def from_main(value: int, procs: Processes) -> int:
+    """Rank 0's value on every process: decisions (stop, skip) must be the same everywhere.
+
+    Taken at every step, so it goes host to host (gloo): through NCCL the value would be a GPU
+    tensor, and reading it back would make each step wait for the GPU."""
     if not procs.active:
         return value
-    t = torch.tensor([value], dtype=torch.long, device=device)
-    dist.broadcast(t, src=0)
+    t = torch.tensor([value], dtype=torch.long)
+    dist.broadcast(t, src=0, group=procs.host_group)
     return int(t.item())
 
 

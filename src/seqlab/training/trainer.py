@@ -495,7 +495,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                         decision = 3
                     elif signals.received:
                         decision = 4
-                stop = distributed.from_main(decision, procs, device)  # the same decision in every process
+                stop = distributed.from_main(decision, procs)  # the same decision in every process
             if state.next_batch >= len(order) or (procs.active and len(order) - state.next_batch < group_size):
                 state.epoch += 1
                 state.next_batch = 0
