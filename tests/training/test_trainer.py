@@ -51,6 +51,7 @@ def test_an_update_with_a_non_finite_gradient_is_skipped_on_the_device(tiny_conf
     optimizer = make_optimizer(model, tiny_config)
     if not fused:  # the multi-tensor AdamW, where no fused kernel exists: it reads the flag on the host
         optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3, foreach=True)
+    assert bool(optimizer.defaults.get("fused")) == fused
     group = [[Example(0, [4, 5, 6], [6, 5, 4]), Example(1, [7, 8], [8, 7])]]
     real, poison = trainer.batch_loss, {"on": False}
     monkeypatch.setattr(trainer, "batch_loss", lambda *a: real(*a) * (float("nan") if poison["on"] else 1.0))
@@ -72,6 +73,25 @@ def test_an_update_with_a_non_finite_gradient_is_skipped_on_the_device(tiny_conf
     poison["on"] = False
     assert bool(update(model, optimizer, group, Processes(), tiny_config, torch.device("cpu"))[2])
     assert int(optimizer.state[next(model.parameters())]["step"]) == 2
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_a_cuda_update_never_waits_for_the_device(reverse_data, tmp_path, precision):
+    cfg = parse_config(tiny_config_tree(reverse_data, tmp_path / "r", precision=precision, device="cuda"))
+    device = torch.device("cuda")
+    model = build_model(cfg.model, 16, 16).to(device)
+    optimizer = make_optimizer(model, cfg)
+    scaler = torch.amp.GradScaler("cuda") if precision == "fp16" else None
+    group = [[Example(0, [4, 5, 6], [6, 5, 4]), Example(1, [7, 8], [8, 7])]]
+    for _ in range(2):  # the first updates make the optimizer's state
+        update(model, optimizer, group, Processes(), cfg, device, scaler)
+    torch.cuda.set_sync_debug_mode("error")  # any host-device sync raises
+    try:
+        for _ in range(3):
+            update(model, optimizer, group, Processes(), cfg, device, scaler)
+    finally:
+        torch.cuda.set_sync_debug_mode(0)
 
 
 def test_without_weight_decay_the_optimizer_is_the_papers_adam(tiny_config):
