@@ -3,6 +3,7 @@ import torch
 
 from seqlab.config import GPTConfig, TransformerConfig
 from seqlab.data.batching import Example, collate
+import seqlab.models.linear as linear_module
 from seqlab.models import build_model
 from seqlab.training.loss import batch_loss, output_cross_entropy, token_cross_entropy
 
@@ -33,6 +34,24 @@ def test_fused_output_loss_equals_cross_entropy_of_the_logits(smoothing, chunk):
     torch.testing.assert_close(hidden.grad, ref_grads[0] * 0.5, rtol=1e-4, atol=1e-6)
     torch.testing.assert_close(weight.grad, ref_grads[1] * 0.5, rtol=1e-4, atol=1e-6)
     assert hidden.grad[0, 100:].abs().max() == 0  # <pad> positions get no gradient
+
+
+@pytest.mark.parametrize("V, C", [(20_000, 8), (8, 64)], ids=["tall", "wide"])
+def test_fused_output_loss_through_onednn_sums_the_chunks_like_torch(monkeypatch, V, C):
+    """With float32 products routed to oneDNN (AMD's AVX-512 cores), ∂L/∂W of a tall output layer
+    (V > C) is summed over the chunks in its transposed layout and transposed once at the end."""
+    hidden, weight, target = _problem(V=V, C=C)
+
+    def loss_and_grads(route: bool):
+        monkeypatch.setattr(linear_module, "fp32_gemm_prefers_onednn", lambda: route)
+        monkeypatch.setattr(linear_module, "MIN_MULTIPLY_ADDS", 0)
+        hidden.grad = weight.grad = None
+        loss = output_cross_entropy(hidden, weight, target, 0.1, chunk=16 * V)  # 16 rows a chunk
+        loss.backward()
+        return loss.detach(), hidden.grad.clone(), weight.grad.clone()
+
+    for got, want in zip(loss_and_grads(True), loss_and_grads(False)):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
 
 
 def test_fused_output_loss_under_bf16_autocast_and_without_grad():
