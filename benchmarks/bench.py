@@ -162,6 +162,10 @@ def batch(seed: int = 0):
 def train_worker(impl: str, size: str, precision: str, steps: int) -> dict:
     from torch.utils.flop_counter import FlopCounterMode
 
+    if impl == "seqlab":  # as `seqlab train` does (hardware.py): malloc keeps freed memory
+        from seqlab.hardware import keep_freed_memory
+
+        keep_freed_memory()
     model = build(impl, size).train()
     opt = torch.optim.Adam(model.parameters(), lr=1e-4, betas=(0.9, 0.98), fused=True)
     src, tgt_in, tgt_out = batch()

@@ -125,7 +125,7 @@ def precision_warning(device: torch.device, precision: str) -> str | None:
 
 
 # glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit systems.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
 _MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
 _TRIM_THRESHOLD = 1024 * 1024 * 1024
 
@@ -138,17 +138,20 @@ def keep_freed_memory() -> bool:
     A decoding step makes and frees tensors of megabytes (a batch's logits, an FFN's hidden
     layer); by default glibc returns such blocks to the system (``munmap``, or trimming the heap
     top) and the next step's tensor is fresh memory that faults in page by page, which a virtual
-    machine makes dear. Blocks of up to 32 MB now come from the heap, and the heap keeps up to
-    1 GB free: the process's peak memory stays what it was, it just is not given back between
-    steps. 64 sentences of the benchmark models, int8, an Emerald Rapids VM (benchmarks/RESULTS.md):
+    machine makes dear. Every block now comes from the heap (glibc maps blocks of 32 MB and more
+    afresh whatever its threshold, so mapping is turned off), and the heap keeps up to 1 GB free:
+    the process's peak memory stays about what it was, it just is not given back between steps.
+    Decoding, 64 sentences of the benchmark models, int8, an Emerald Rapids VM (benchmarks/RESULTS.md):
     tiny greedy (``--compile``) 7,600-14,100 page faults a run → 0-70, system time 10-29 → 1-5 ms
     of a 210 ms run; small beam 5, 10,000-37,000 → 6-1,900 and 51-78 → 15-17 ms of 2.4 s. A few
-    percent at most, inside that VM's noise in wall time; peak memory the same. This is
-    what PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``) gets by preloading jemalloc
-    or tcmalloc. Decoding only (:func:`seqlab.runs.for_inference`): a training step's largest
-    tensors are over 32 MB anyway, and the tiny benchmark model's fp32 steps, with 10,000-13,000
-    faults a step instead of 16,000-33,000, ran no faster. Left alone where the user chose (a
-    ``MALLOC_*`` setting in the environment, an allocator in ``LD_PRELOAD``) and off glibc."""
+    percent at most, inside that VM's noise in wall time; peak memory the same. Training
+    (:func:`seqlab.training.trainer.train`), whose small benchmark model makes 32 MB tensors (an
+    FFN's hidden layer of 4,096 tokens in float32), two Zen 4 cores, 9 pairs of processes
+    alternated: small fp32 0.98-1.13× the tok/s without (median 1.035; page faults 1.7-1.9 M →
+    0.9 M over 5-6 steps), bf16 0.98-1.07× (median 1.03); tiny within noise; peak RSS 0-4%
+    higher. This is what PyTorch's own CPU launcher (``torch.backends.xeon.run_cpu``) gets by
+    preloading jemalloc or tcmalloc. Left alone where the user chose (a ``MALLOC_*`` setting in
+    the environment, an allocator in ``LD_PRELOAD``) and off glibc."""
     try:
         if not os.confstr("CS_GNU_LIBC_VERSION").startswith("glibc"):
             return False
@@ -158,7 +161,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX)
+        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and libc.mallopt(_M_MMAP_MAX, 0)
                     and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False

@@ -30,7 +30,7 @@ from seqlab.data.reader import ParallelCorpus
 from seqlab.data.tasks import TASK_OF, Codec, read_split
 from seqlab.data.tokenizer import Tokenizer
 from seqlab.errors import UserError
-from seqlab.hardware import autocast, precision_warning
+from seqlab.hardware import autocast, keep_freed_memory, precision_warning
 from seqlab.evaluation import EvaluationResult, evaluate, merge_results
 from seqlab.models import build_model, count_parameters
 from seqlab.runs import BEST, LAST, make_codec, pick_device, tokenizer_files
@@ -256,6 +256,8 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     procs, device = distributed.start(pick_device(cfg.train.device))
+    if device.type == "cpu":
+        keep_freed_memory()  # a step's fresh tensors of megabytes come from memory already paged in
     main = procs.main
     run_dir = Path(cfg.run_dir)
 
