@@ -57,7 +57,7 @@ from seqlab.hardware import keep_freed_memory
 if not keep_freed_memory():
     sys.exit(3)
 faults = []
-for mb in (12, 24, 12, 40, 40):  # as a step's logits and FFN hidden layer: made, written, freed
+for mb in (12, 24, 12, 40, 40, 40, 40):  # as a step's logits and FFN hidden layer: made, written, freed
     before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
     torch.ones(mb * 1024 * 1024 // 4).sum()
     faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
@@ -69,8 +69,10 @@ def test_freed_memory_is_kept_for_the_next_tensors():
     """After keep_freed_memory a 12 MB tensor made again reuses the memory the first one freed,
     where glibc's defaults map the first one afresh and unmap it when it is freed, so that the
     second pages in its 3,072 pages again (seen here: [3159, 6145, 3050] faults without, [3137,
-    6144, 0] with). So does a 40 MB one, which glibc maps afresh whatever its threshold unless
-    mapping is off. In a fresh process: this one's allocator has a history."""
+    6144, 0] with). So do 40 MB ones, which glibc maps afresh whatever its threshold unless
+    mapping is off ([10241] * 4 without; [10240, 0, 0, 0] with, or now and then [7168, 10240,
+    10240, 0]). In a fresh process: this one's
+    allocator has a history."""
     run = subprocess.run([sys.executable, "-c", FREE_AND_MAKE_AGAIN], capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"})
     if run.returncode == 3:
@@ -80,7 +82,7 @@ def test_freed_memory_is_kept_for_the_next_tensors():
     pages_12mb = 12 * 1024 * 1024 // 4096
     assert faults[0] > pages_12mb * 9 // 10, faults  # the first one pages in (the measure works)
     assert faults[2] < pages_12mb // 10, faults  # the second reuses what the first freed
-    assert faults[4] < pages_12mb // 10, faults  # above 32 MB too
+    assert min(faults[4:]) < pages_12mb // 10, faults  # above 32 MB too
 
 
 @pytest.mark.parametrize("env", [{"MALLOC_ARENA_MAX": "2"}, {"LD_PRELOAD": "/usr/lib/libjemalloc.so.2"}])
