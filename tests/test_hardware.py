@@ -71,8 +71,7 @@ def test_freed_memory_is_kept_for_the_next_tensors():
     second pages in its 3,072 pages again (seen here: [3159, 6145, 3050] faults without, [3137,
     6144, 0] with). So do 40 MB ones, which glibc maps afresh whatever its threshold unless
     mapping is off ([10241] * 4 without; [10240, 0, 0, 0] with, or now and then [7168, 10240,
-    10240, 0]). In a fresh process: this one's
-    allocator has a history."""
+    10240, 0]). In a fresh process: this one's allocator has a history."""
     run = subprocess.run([sys.executable, "-c", FREE_AND_MAKE_AGAIN], capture_output=True, text=True,
                          env={k: v for k, v in os.environ.items() if not k.startswith("MALLOC_") and k != "LD_PRELOAD"})
     if run.returncode == 3:
