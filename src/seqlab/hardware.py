@@ -124,9 +124,8 @@ def precision_warning(device: torch.device, precision: str) -> str | None:
     return None
 
 
-# glibc's mallopt parameters (malloc.h) and the largest mmap threshold it accepts on 64-bit systems.
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_MMAP_MAX = -1, -3, -4
-_MMAP_THRESHOLD_MAX = 32 * 1024 * 1024
+# glibc's mallopt parameters (malloc.h).
+_M_TRIM_THRESHOLD, _M_MMAP_MAX = -1, -4
 _TRIM_THRESHOLD = 1024 * 1024 * 1024
 
 
@@ -161,7 +160,7 @@ def keep_freed_memory() -> bool:
         return False
     try:
         libc = ctypes.CDLL(None)
-        return bool(libc.mallopt(_M_MMAP_THRESHOLD, _MMAP_THRESHOLD_MAX) and libc.mallopt(_M_MMAP_MAX, 0)
-                    and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
+        # A trim threshold set by hand also stops glibc from moving it as mapped blocks are freed.
+        return bool(libc.mallopt(_M_MMAP_MAX, 0) and libc.mallopt(_M_TRIM_THRESHOLD, _TRIM_THRESHOLD))
     except (OSError, AttributeError):
         return False

@@ -61,18 +61,24 @@ def mm(a: torch.Tensor, b: torch.Tensor, out: torch.Tensor | None = None) -> tor
     return _onednn_mm(a, b) if out is None else out.copy_(_onednn_mm(a, b))
 
 
-def weight_grad(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """∂L/∂W = (∂L/∂y)ᵀ x: (out, in) from grad_out (N, out) and x (N, in), no autograd.
+def _onednn_weight_grad(grad_out: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, bool]:
+    """(∂L/∂y)ᵀ x by oneDNN in its faster layout: (out, in), or its transpose (in, out) and True.
 
     oneDNN reduces over the long N axis about twice as fast when the wider of the two output
     sides lies along the rows it writes (2 Zen 5 cores, N = 4,096, out 2,048, in 512: 226 vs
-    401 GFLOP/s), so a tall result is computed as xᵀ ∂L/∂y and transposed.
+    401 GFLOP/s), so a tall result is computed as xᵀ ∂L/∂y.
     """
+    if grad_out.size(1) > x.size(1):
+        return _onednn_mm(x.t(), grad_out), True  # (in, out)
+    return _onednn_mm(grad_out.t(), x), False  # (out, in)
+
+
+def weight_grad(grad_out: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """∂L/∂W = (∂L/∂y)ᵀ x: (out, in) from grad_out (N, out) and x (N, in), no autograd."""
     if not routed(grad_out, x, grad_out.numel() * x.size(1)):
         return grad_out.t() @ x
-    if grad_out.size(1) > x.size(1):
-        return _onednn_mm(x.t(), grad_out).t().contiguous()  # (out, in)
-    return _onednn_mm(grad_out.t(), x)  # (out, in)
+    product, transposed = _onednn_weight_grad(grad_out, x)
+    return product.t().contiguous() if transposed else product
 
 
 class WeightGradSum:
@@ -99,17 +105,17 @@ class WeightGradSum:
             self._sum.add_(self._staged.copy_(self._product))
         elif not routed(grad_out, x, grad_out.numel() * x.size(1)):
             self._sum.addmm_(grad_out.t(), x)  # MKL accumulates in place
-        elif grad_out.size(1) > x.size(1):
-            # Tall (the output layer, 8,000 × 512): oneDNN's faster layout is xᵀ ∂L/∂y (weight_grad), and
-            # its transpose a fresh 16 MB copy per chunk. Loss forward and backward, 4,096 × 512 → 8,000,
-            # two Zen 4 cores: 605 → 563 ms; a small fp32 training step 2% faster (benchmarks/RESULTS.md).
-            product = _onednn_mm(x.t(), grad_out)  # (in, out)
-            if self._sum_t is None:
+        else:
+            product, transposed = _onednn_weight_grad(grad_out, x)
+            if not transposed:
+                self._sum.add_(product)
+            elif self._sum_t is None:
+                # Tall (the output layer, 8,000 × 512): summed as it comes, where transposing each
+                # chunk's product made a fresh 16 MB copy. Loss forward and backward, 4,096 × 512 →
+                # 8,000, two Zen 4 cores: 605 → 563 ms; a small fp32 training step 1-2% faster.
                 self._sum_t = product
             else:
                 self._sum_t.add_(product)
-        else:
-            self._sum.add_(_onednn_mm(grad_out.t(), x))
 
     @property
     def total(self) -> torch.Tensor:
