@@ -355,10 +355,12 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         and checkpoints, where the host reads the device anyway. A skipped update still counts as a
         step (as in Hugging Face's Trainer): the host only learns of it here."""
         nonlocal checked_at
+        if checked_at == state.step:  # a log line and a checkpoint at the same step: read once
+            return
         skipped, state.bad_steps = int(unchecked_skips), int(bad_run)
         unchecked_skips.zero_()
         span, checked_at = f"steps {checked_at + 1}–{state.step}", state.step
-        last_good = run_dir / LAST if (run_dir / LAST).exists() else "none yet"
+        last_good = lambda: run_dir / LAST if (run_dir / LAST).exists() else "none yet"  # noqa: E731
         if scaler is not None:  # fp16 overflows are the scaler's business, until its scale runs out
             if skipped:
                 log(f"{span}: {skipped} update(s) skipped, fp16 gradients overflowed; loss scale now "
@@ -366,7 +368,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
             if scaler.get_scale() < MIN_LOSS_SCALE:
                 raise UserError(f"training stopped at step {state.step}: fp16 gradients overflow at every loss "
                                 f"scale down to {MIN_LOSS_SCALE:g} (the loss or the weights diverged); last good "
-                                f"checkpoint: {last_good}. Lower train.lr, raise train.warmup_steps, or train "
+                                f"checkpoint: {last_good()}. Lower train.lr, raise train.warmup_steps, or train "
                                 "with precision bf16")
             return
         if skipped:
@@ -374,7 +376,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                 f"({state.bad_steps} in a row at step {state.step})")
         if state.bad_steps >= cfg.train.max_bad_steps:
             raise UserError(f"training stopped at step {state.step}: {state.bad_steps} non-finite losses or "
-                            f"gradients in a row (train.max_bad_steps); last good checkpoint: {last_good}. "
+                            f"gradients in a row (train.max_bad_steps); last good checkpoint: {last_good()}. "
                             "Lower train.lr, raise train.warmup_steps, or check the data")
 
     def save_state(metrics: dict[str, Any] | None, rng_states: list[torch.Tensor]) -> None:
