@@ -41,6 +41,7 @@ from seqlab.training.checkpoint import (
 )
 from seqlab.training.loss import batch_loss
 from seqlab.training.schedule import learning_rate
+from seqlab.training.tally import StepTally
 
 
 # fp16: the loss scale below which overflowing gradients are the loss's fault, not the scale's (fairseq's
@@ -337,13 +338,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
     bar = tqdm(total=cfg.train.max_steps, initial=state.step, unit="step", disable=not (progress and main),
                dynamic_ncols=True)
     last_validation: dict[str, Any] | None = None
-    # Summed on the device, read when logging: no host sync per step. A non-finite loss counts for
-    # nothing; tokens/s counts every target processed.
-    window_loss = torch.zeros((), device=device)
-    window_counted = torch.zeros((), dtype=torch.long, device=device)  # targets in window_loss
-    window_tokens, window_start = 0, time.monotonic()
-    unchecked_skips = torch.zeros((), dtype=torch.long, device=device)  # skipped updates since the last check
-    bad_run = torch.full((), state.bad_steps, dtype=torch.long, device=device)  # skipped updates in a row
+    tally = StepTally(device, state.bad_steps)  # read when logging and checkpointing: no host sync per step
     checked_at = state.step
     peak_lr = cfg.peak_lr()
     group_size = procs.world * cfg.train.update_freq
@@ -357,8 +352,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
         nonlocal checked_at
         if checked_at == state.step:  # a log line and a checkpoint at the same step: read once
             return
-        skipped, state.bad_steps = int(unchecked_skips), int(bad_run)
-        unchecked_skips.zero_()
+        skipped, state.bad_steps = tally.read_skips()
         span, checked_at = f"steps {checked_at + 1}–{state.step}", state.step
         last_good = lambda: run_dir / LAST if (run_dir / LAST).exists() else "none yet"  # noqa: E731
         if scaler is not None:  # fp16 overflows are the scaler's business, until its scale runs out
@@ -450,21 +444,16 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                                                     procs, cfg, device, scaler)
                 state.next_batch += len(group)
                 state.step += 1
-                finite_loss = torch.isfinite(loss_sum)
-                window_loss += torch.where(finite_loss, loss_sum, 0.0)
-                window_counted += finite_loss * targets
-                window_tokens += targets
-                unchecked_skips += ~applied
-                bad_run.add_(1).mul_(~applied)  # back to 0 at an applied update
+                tally.add(loss_sum, targets, applied)
                 bar.update(1)
 
                 if state.step % cfg.train.log_every == 0:
                     check_skipped_updates()
+                    window = tally.read_window()
                     total_loss, counted, total_tokens = distributed.sum_across(
-                        [window_loss.item(), int(window_counted), window_tokens], procs, device)
-                    elapsed = time.monotonic() - window_start
+                        [window.loss, window.counted, window.targets], procs, device)
                     loss = total_loss / counted if counted else float("nan")  # nan: no finite loss in the window
-                    tok_s = total_tokens / max(elapsed, 1e-9)
+                    tok_s = total_tokens / max(window.seconds, 1e-9)
                     if main:
                         bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch,
                                         refresh=False)
@@ -480,9 +469,6 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                             f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
                         append_metrics(run_dir, {"step": state.step, "train_loss": loss if counted else None, "lr": lr,
                                                  "tokens_per_s": tok_s})
-                    window_loss.zero_()
-                    window_counted.zero_()
-                    window_tokens, window_start = 0, time.monotonic()
 
                 early = False
                 if state.step % cfg.train.valid_every == 0:
