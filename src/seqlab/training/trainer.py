@@ -373,6 +373,31 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                             f"gradients in a row (train.max_bad_steps); last good checkpoint: {last_good()}. "
                             "Lower train.lr, raise train.warmup_steps, or check the data")
 
+    def log_window(lr: float, batches_per_epoch: int) -> None:
+        """The steps since the last log line, summed over the processes (the one read of the device
+        in between): loss, lr and tokens/s to the bar, train.log, TensorBoard and metrics.jsonl."""
+        check_skipped_updates()
+        window = tally.read_window()
+        total_loss, counted, total_tokens = distributed.sum_across(
+            [window.loss, window.counted, window.targets], procs, device)
+        if not main:
+            return
+        loss = total_loss / counted if counted else float("nan")  # nan: no finite loss in the window
+        tok_s = total_tokens / max(window.seconds, 1e-9)
+        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch, refresh=False)
+        running = time.monotonic() - started
+        seconds_left = 60 * cfg.train.max_minutes - running if cfg.train.max_minutes else None
+        bar.total = expected_total_steps(cfg, state, batches_per_epoch, (state.step - first_step) / running,
+                                         seconds_left)
+        bar.refresh()
+        writer.add_scalar("train/loss", loss, state.step)
+        writer.add_scalar("train/lr", lr, state.step)
+        writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
+        with open(run_dir / "train.log", "a", encoding="utf-8") as f:
+            f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
+        append_metrics(run_dir, {"step": state.step, "train_loss": loss if counted else None, "lr": lr,
+                                 "tokens_per_s": tok_s})
+
     def save_state(metrics: dict[str, Any] | None, rng_states: list[torch.Tensor]) -> None:
         """checkpoint_last (+ checkpoint_STEP, the last keep_last kept) with everything --resume needs."""
         meta = _checkpoint_meta(cfg, state, codec, metrics)
@@ -448,27 +473,7 @@ def train(cfg: Config, resume: bool = False, progress: bool = True) -> TrainResu
                 bar.update(1)
 
                 if state.step % cfg.train.log_every == 0:
-                    check_skipped_updates()
-                    window = tally.read_window()
-                    total_loss, counted, total_tokens = distributed.sum_across(
-                        [window.loss, window.counted, window.targets], procs, device)
-                    loss = total_loss / counted if counted else float("nan")  # nan: no finite loss in the window
-                    tok_s = total_tokens / max(window.seconds, 1e-9)
-                    if main:
-                        bar.set_postfix(loss=f"{loss:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}", epoch=state.epoch,
-                                        refresh=False)
-                        running = time.monotonic() - started
-                        seconds_left = 60 * cfg.train.max_minutes - running if cfg.train.max_minutes else None
-                        bar.total = expected_total_steps(cfg, state, len(order) // group_size,
-                                                         (state.step - first_step) / running, seconds_left)
-                        bar.refresh()
-                        writer.add_scalar("train/loss", loss, state.step)
-                        writer.add_scalar("train/lr", lr, state.step)
-                        writer.add_scalar("train/target_tokens_per_s", tok_s, state.step)
-                        with open(run_dir / "train.log", "a", encoding="utf-8") as f:
-                            f.write(f"step {state.step:>7} | loss {loss:.4f} | lr {lr:.3e} | {tok_s:,.0f} tok/s\n")
-                        append_metrics(run_dir, {"step": state.step, "train_loss": loss if counted else None, "lr": lr,
-                                                 "tokens_per_s": tok_s})
+                    log_window(lr, len(order) // group_size)
 
                 early = False
                 if state.step % cfg.train.valid_every == 0:
