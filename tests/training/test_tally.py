@@ -10,7 +10,7 @@ def step(tally: StepTally, loss: float, targets: int, applied: bool) -> None:
     tally.add(torch.tensor(loss), targets, torch.tensor(applied))
 
 
-def test_the_window_averages_finite_losses_and_counts_every_target():
+def test_the_window_sums_finite_losses_and_counts_every_target():
     tally = StepTally(torch.device("cpu"))
     step(tally, 6.0, 3, True)
     step(tally, math.inf, 5, False)

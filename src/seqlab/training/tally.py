@@ -19,7 +19,7 @@ import torch
 class Window:
     """The steps since the last log line, read back on the host."""
 
-    loss: float  # summed cross-entropy of the targets whose batch loss was finite
+    loss: float  # the summed loss of the targets whose batch loss was finite
     counted: int  # those targets
     targets: int  # every target processed, counted or not (for tokens/s)
     seconds: float
