@@ -64,7 +64,7 @@ def sum_across(values: list[float], procs: Processes, device: torch.device) -> l
 
 
 def from_main(value: int, procs: Processes) -> int:
-    """Rank 0's value on every process: decisions (stop, skip) must be the same everywhere.
+    """Rank 0's value on every process: a decision (whether to stop) must be the same everywhere.
 
     Taken at every step, so it goes host to host (gloo): through NCCL the value would be a GPU
     tensor, and reading it back would make each step wait for the GPU."""
